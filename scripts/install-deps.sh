@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package segicl needs to build, test and demo. Idempotent: packages already
+# present are skipped, so running it on every `make` costs a dpkg query, not an apt round-trip.
+# It deliberately downloads nothing but Debian packages (and, for the web viewer, npm packages).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache mold pkg-config
+  libtorch-dev libopenblas0-pthread libgloo-dev
+  libinsighttoolkit5-dev libgdcm-tools
+  libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libzstd-dev zstd libcpp-httplib-dev
+  python3-nibabel python3-numpy
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#PACKAGES[@]} Debian packages present" >&2
+fi
+
+# LibTorch picks BLAS at run time through Debian's alternatives; reference BLAS is ~30x slower.
+if command -v update-alternatives >/dev/null; then
+  for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
+    target=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-pthread | head -n1 || true)
+    if [ -n "$target" ]; then update-alternatives --set "$alt" "$target" >/dev/null 2>&1 || true; fi
+  done
+fi

@@ -1,0 +1,53 @@
+#include "segicl/core/atomic_file.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "segicl/core/error.h"
+
+namespace segicl {
+namespace fs = std::filesystem;
+
+class AtomicFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("segicl_atomic_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(AtomicFile, WriteThenReadRoundTrips) {
+  auto path = (dir_ / "a.json").string();
+  write_file_atomic(path, "first");
+  write_file_atomic(path, "second");
+  EXPECT_EQ(read_file(path), "second");
+}
+
+TEST_F(AtomicFile, FailedWriterLeavesOldFileAndNoTemp) {
+  auto path = (dir_ / "b.bin").string();
+  write_file_atomic(path, "old");
+  EXPECT_THROW(publish_atomic(path,
+                              [](const std::string& tmp) {
+                                write_file_atomic(tmp, "partial");
+                                throw DataError("writer failed midway");
+                              }),
+               DataError);
+  EXPECT_EQ(read_file(path), "old");
+  int files = 0;
+  for (auto& entry : fs::directory_iterator(dir_)) files += entry.is_regular_file();
+  EXPECT_EQ(files, 1);
+}
+
+TEST_F(AtomicFile, MissingFileIsIoErrorNamingIt) {
+  try {
+    read_file((dir_ / "nope").string());
+    FAIL();
+  } catch (const IoError& e) {
+    EXPECT_NE(e.file().find("nope"), std::string::npos);
+  }
+}
+
+}  // namespace segicl
