@@ -1,0 +1,5 @@
+// Placeholder: replaced by the ITK implementation.
+#include "segicl/io/volume.h"
+namespace segicl::io {
+bool available() { return false; }
+}  // namespace segicl::io
