@@ -1,0 +1,429 @@
+// Tests for segicl::io: round trips through every writable format, hand-made broken files and an
+// independent reader (nibabel). Files are written into a per-test temp folder; nothing is fetched.
+#include "segicl/io/volume.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <sstream>
+
+#include "segicl/core/atomic_file.h"
+#include "segicl/core/error.h"
+
+namespace segicl::io {
+namespace {
+namespace fs = std::filesystem;
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Non-trivial geometry: rotated 30° about z, anisotropic spacing, non-zero origin.
+Geometry oblique_geometry() {
+  Geometry g;
+  const double c = std::cos(M_PI / 6), s = std::sin(M_PI / 6);
+  g.spacing = {0.7, 1.3, 3.0};
+  g.origin = {-12.5, 40.25, 7.0};
+  g.direction = {c, -s, 0, s, c, 0, 0, 0, 1};
+  return g;
+}
+
+LabelMap make_labels(std::array<int64_t, 3> size, int dims = 3, uint16_t modulo = 5) {
+  LabelMap labels;
+  labels.dims = dims;
+  labels.size = size;
+  labels.geometry = oblique_geometry();
+  labels.labels.resize(static_cast<size_t>(labels.num_voxels()));
+  for (size_t i = 0; i < labels.labels.size(); ++i) labels.labels[i] = (i * 7 + i / 3) % modulo;
+  return labels;
+}
+
+Volume make_volume(std::array<int64_t, 3> size, int dims = 3, int channels = 1) {
+  Volume volume;
+  volume.dims = dims;
+  volume.size = size;
+  volume.channels = channels;
+  volume.geometry = oblique_geometry();
+  volume.voxels.resize(static_cast<size_t>(volume.num_voxels() * channels));
+  for (size_t i = 0; i < volume.voxels.size(); ++i) volume.voxels[i] = (i % 251) * 1.5f - 20.0f;
+  return volume;
+}
+
+void expect_same_geometry(const Geometry& a, const Geometry& b, int dims, double tol = 1e-5) {
+  for (int i = 0; i < dims; ++i) {
+    EXPECT_NEAR(a.spacing[i], b.spacing[i], tol) << "spacing " << i;
+    EXPECT_NEAR(a.origin[i], b.origin[i], tol) << "origin " << i;
+    for (int j = 0; j < dims; ++j) {
+      EXPECT_NEAR(a.direction[i * 3 + j], b.direction[i * 3 + j], tol) << "direction " << i << j;
+    }
+  }
+}
+
+// A minimal NIfTI-1 single file (.nii): 348-byte header, 4 bytes of extension flags, then data.
+void write_raw_nifti(const std::string& path, std::array<int16_t, 8> dim, int16_t datatype,
+                     int16_t bitpix, const std::string& payload) {
+  std::string header(352, '\0');
+  auto put = [&](size_t offset, const auto& value) {
+    std::memcpy(&header[offset], &value, sizeof(value));
+  };
+  put(0, int32_t{348});
+  for (int i = 0; i < 8; ++i) put(40 + 2 * i, dim[i]);
+  put(70, datatype);
+  put(72, bitpix);
+  for (int i = 0; i < 8; ++i) put(76 + 4 * i, 1.0f);
+  put(108, 352.0f);  // vox_offset
+  std::memcpy(&header[344], "n+1\0", 4);
+  std::ofstream out(path, std::ios::binary);
+  out << header << payload;
+}
+
+class VolumeIo : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           ("segicl_io_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  fs::path dir_;
+};
+
+TEST_F(VolumeIo, IsAvailableInAnItkBuild) { EXPECT_TRUE(available()); }
+
+TEST_F(VolumeIo, LabelGeometrySurvivesNiftiMhaAndNrrdFieldByField) {
+  const LabelMap labels = make_labels({9, 7, 5});
+  for (const char* ext : {".nii.gz", ".nii", ".mha", ".nrrd"}) {
+    SCOPED_TRACE(ext);
+    const std::string file = path(std::string("labels") + ext);
+    write_labels(labels, file);
+    LabelMap back = read_labels(file);
+    EXPECT_EQ(back.dims, 3);
+    EXPECT_EQ(back.size, labels.size);
+    EXPECT_EQ(back.labels, labels.labels);
+    EXPECT_TRUE(back.geometry.spacing_known);
+    // NIfTI stores the geometry as float32: 1e-5 mm is well above its rounding at these values.
+    expect_same_geometry(back.geometry, labels.geometry, 3);
+    EXPECT_TRUE(back.geometry.same_as(labels.geometry));
+  }
+}
+
+TEST_F(VolumeIo, FloatImageRoundTripsExactly) {
+  const Volume image = make_volume({6, 5, 4});
+  for (const char* ext : {".nii.gz", ".mha", ".nrrd"}) {
+    SCOPED_TRACE(ext);
+    write_image(image, path(std::string("image") + ext));
+    Volume back = read_image(path(std::string("image") + ext));
+    EXPECT_EQ(back.size, image.size);
+    EXPECT_EQ(back.channels, 1);
+    EXPECT_EQ(back.voxels, image.voxels);
+    expect_same_geometry(back.geometry, image.geometry, 3);
+  }
+}
+
+TEST_F(VolumeIo, SingleSliceVolumeStaysThreeDimensional) {
+  LabelMap labels = make_labels({8, 6, 1});
+  write_labels(labels, path("slab.nii.gz"));
+  LabelMap back = read_labels(path("slab.nii.gz"));
+  EXPECT_EQ(back.dims, 3);
+  EXPECT_EQ(back.size, labels.size);
+}
+
+TEST_F(VolumeIo, TwoDimensionalLabelsRoundTripThroughPngWithoutSpacing) {
+  LabelMap labels = make_labels({11, 7, 1}, 2, 200);
+  write_labels(labels, path("mask.png"));
+  LabelMap back = read_labels(path("mask.png"));
+  EXPECT_EQ(back.dims, 2);
+  EXPECT_EQ(back.size, (std::array<int64_t, 3>{11, 7, 1}));
+  EXPECT_EQ(back.labels, labels.labels);
+  EXPECT_FALSE(back.geometry.spacing_known);
+}
+
+TEST_F(VolumeIo, TwoDimensionalLabelsKeepSpacingInNifti) {
+  LabelMap labels = make_labels({11, 7, 1}, 2);
+  write_labels(labels, path("mask.nii.gz"));
+  LabelMap back = read_labels(path("mask.nii.gz"));
+  EXPECT_EQ(back.dims, 2);
+  EXPECT_EQ(back.size[2], 1);
+  EXPECT_EQ(back.labels, labels.labels);
+  EXPECT_TRUE(back.geometry.spacing_known);
+  expect_same_geometry(back.geometry, labels.geometry, 2);
+}
+
+TEST_F(VolumeIo, RgbPngImageKeepsThreeChannelsAndClampsToBytes) {
+  Volume image = make_volume({5, 4, 1}, 2, 3);
+  image.voxels[0] = -7.0f;   // clamps to 0
+  image.voxels[1] = 300.0f;  // clamps to 255
+  image.voxels[2] = 12.6f;   // rounds to 13
+  write_image(image, path("photo.png"));
+  Volume back = read_image(path("photo.png"));
+  EXPECT_EQ(back.dims, 2);
+  EXPECT_EQ(back.channels, 3);
+  ASSERT_EQ(back.voxels.size(), image.voxels.size());
+  EXPECT_EQ(back.voxels[0], 0.0f);
+  EXPECT_EQ(back.voxels[1], 255.0f);
+  EXPECT_EQ(back.voxels[2], 13.0f);
+  EXPECT_FALSE(back.geometry.spacing_known);
+}
+
+TEST_F(VolumeIo, PngLabelAbove255IsDataError) {
+  LabelMap labels = make_labels({4, 4, 1}, 2);
+  labels.labels[3] = 256;
+  EXPECT_THROW(write_labels(labels, path("big.png")), DataError);
+  EXPECT_FALSE(fs::exists(path("big.png")));
+}
+
+TEST_F(VolumeIo, UnwritableExtensionIsIoErrorAndLeavesNoFile) {
+  EXPECT_THROW(write_labels(make_labels({4, 4, 1}, 2), path("mask.jpg")), IoError);
+  EXPECT_TRUE(fs::is_empty(dir_));
+}
+
+TEST_F(VolumeIo, MissingFileIsIoErrorSayingNotFound) {
+  try {
+    read_image(path("absent.nii.gz"));
+    FAIL() << "expected IoError";
+  } catch (const IoError& e) {
+    EXPECT_TRUE(contains(e.message(), "file not found")) << e.message();
+    EXPECT_TRUE(contains(e.file(), "absent.nii.gz"));
+  }
+}
+
+TEST_F(VolumeIo, UnknownExtensionIsIoErrorListingSupportedOnes) {
+  write_file_atomic(path("scan.xyz"), "whatever");
+  try {
+    read_image(path("scan.xyz"));
+    FAIL() << "expected IoError";
+  } catch (const IoError& e) {
+    EXPECT_TRUE(contains(e.message(), ".xyz")) << e.message();
+    EXPECT_TRUE(contains(e.message(), ".nii.gz")) << e.message();
+    EXPECT_TRUE(contains(e.message(), ".png")) << e.message();
+  }
+}
+
+void expect_corrupt(const std::string& file) {
+  try {
+    read_image(file);
+    FAIL() << "expected IoError for " << file;
+  } catch (const IoError& e) {
+    EXPECT_EQ(e.file(), file);
+    EXPECT_TRUE(contains(e.hint(), "truncated or corrupt")) << e.message() << " / " << e.hint();
+  }
+}
+
+TEST_F(VolumeIo, RandomBytesNamedPngAreCorrupt) {
+  std::mt19937 rng(3);
+  std::string bytes(2000, '\0');
+  for (char& c : bytes) c = static_cast<char>(rng());
+  write_file_atomic(path("noise.png"), bytes);
+  expect_corrupt(path("noise.png"));
+}
+
+TEST_F(VolumeIo, TextFileNamedNiiIsCorrupt) {
+  write_file_atomic(path("notes.nii"), "this is not a NIfTI file, just some text\n");
+  expect_corrupt(path("notes.nii"));
+}
+
+TEST_F(VolumeIo, TruncatedNiftiIsCorrupt) {
+  Volume image = make_volume({32, 32, 16});
+  std::mt19937 rng(5);  // random values, so gzip cannot shrink the data to nothing
+  for (float& v : image.voxels) v = static_cast<float>(rng() % 1000);
+  for (const char* name : {"cut.nii.gz", "cut.nii"}) {
+    SCOPED_TRACE(name);
+    write_image(image, path(name));
+    std::string bytes = read_file(path(name));
+    write_file_atomic(path(name), bytes.substr(0, bytes.size() / 2));
+    expect_corrupt(path(name));
+  }
+}
+
+TEST_F(VolumeIo, FourDimensionalNiftiIsDataErrorWithSplitHint) {
+  write_raw_nifti(path("series.nii"), {4, 2, 2, 2, 3, 1, 1, 1}, /*int16*/ 4, 16,
+                  std::string(2 * 2 * 2 * 3 * 2, '\0'));
+  try {
+    read_image(path("series.nii"));
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_TRUE(contains(e.message(), "4D image (3 time points)")) << e.message();
+    EXPECT_TRUE(contains(e.hint(), "split")) << e.hint();
+  }
+}
+
+TEST_F(VolumeIo, HandWrittenThreeDimensionalNiftiReads) {
+  // Guards the hand-made header above: with dim[0] = 3 the same bytes are a valid image.
+  std::string payload(2 * 3 * 4 * 2, '\0');
+  payload[2] = 9;  // int16 voxel 1 = 9
+  write_raw_nifti(path("small.nii"), {3, 2, 3, 4, 1, 1, 1, 1}, 4, 16, payload);
+  Volume image = read_image(path("small.nii"));
+  EXPECT_EQ(image.size, (std::array<int64_t, 3>{2, 3, 4}));
+  EXPECT_EQ(image.voxels[1], 9.0f);
+}
+
+TEST_F(VolumeIo, ZeroSizeImageIsDataError) {
+  write_raw_nifti(path("empty.nii"), {3, 4, 4, 0, 1, 1, 1, 1}, 4, 16, "");
+  EXPECT_THROW(read_image(path("empty.nii")), DataError);
+}
+
+TEST_F(VolumeIo, NanIntensitiesAreDataErrorWithCount) {
+  Volume image = make_volume({4, 4, 2});
+  image.voxels[3] = std::numeric_limits<float>::quiet_NaN();
+  image.voxels[9] = std::numeric_limits<float>::infinity();
+  write_image(image, path("nan.nii.gz"));
+  try {
+    read_image(path("nan.nii.gz"));
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_TRUE(contains(e.message(), "2 NaN/Inf")) << e.message();
+    EXPECT_TRUE(contains(e.message(), "nan.nii.gz")) << e.message();
+  }
+}
+
+TEST_F(VolumeIo, NonIntegerNegativeAndRgbLabelsAreDataErrors) {
+  Volume image = make_volume({4, 4, 2});
+  image.voxels.assign(image.voxels.size(), 1.0f);
+  image.voxels[5] = 1.5f;
+  write_image(image, path("fraction.nii.gz"));
+  EXPECT_THROW(read_labels(path("fraction.nii.gz")), DataError);
+
+  image.voxels[5] = -1.0f;
+  write_image(image, path("negative.nii.gz"));
+  EXPECT_THROW(read_labels(path("negative.nii.gz")), DataError);
+
+  write_image(make_volume({4, 4, 1}, 2, 3), path("rgb.png"));
+  try {
+    read_labels(path("rgb.png"));
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_TRUE(contains(e.message(), "RGB")) << e.message();
+  }
+}
+
+TEST_F(VolumeIo, MatchingImageAndLabelsReadTogether) {
+  write_image(make_volume({6, 5, 4}), path("img.nii.gz"));
+  write_labels(make_labels({6, 5, 4}), path("lab.nii.gz"));
+  auto [image, labels] = read_image_and_labels(path("img.nii.gz"), path("lab.nii.gz"));
+  EXPECT_EQ(image.size, labels.size);
+}
+
+TEST_F(VolumeIo, GridMismatchIsDataErrorNamingBothFilesAndTheField) {
+  write_image(make_volume({6, 5, 4}), path("img.nii.gz"));
+  LabelMap labels = make_labels({6, 5, 4});
+  labels.geometry.spacing[2] = 2.5;
+  write_labels(labels, path("lab.nii.gz"));
+  try {
+    read_image_and_labels(path("img.nii.gz"), path("lab.nii.gz"));
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_TRUE(contains(e.message(), "spacing")) << e.message();
+    EXPECT_TRUE(contains(e.message(), "img.nii.gz")) << e.message();
+    EXPECT_TRUE(contains(e.message(), "lab.nii.gz")) << e.message();
+  }
+  write_labels(make_labels({6, 5, 3}), path("short.nii.gz"));
+  try {
+    read_image_and_labels(path("img.nii.gz"), path("short.nii.gz"));
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_TRUE(contains(e.message(), "size 6x5x4 vs 6x5x3")) << e.message();
+  }
+}
+
+TEST_F(VolumeIo, DirectoryWithoutDicomIsIoError) {
+  fs::create_directories(dir_ / "series");
+  write_file_atomic(path("series/readme.txt"), "no dicom here");
+  try {
+    read_image(path("series"));
+    FAIL() << "expected IoError";
+  } catch (const IoError& e) {
+    EXPECT_TRUE(contains(e.message(), "no DICOM series")) << e.message();
+  }
+}
+
+// nibabel is an independent NIfTI implementation: same shape, voxels and affine means our files
+// are read the same way by the Python tools users will open them with.
+TEST_F(VolumeIo, NiftiLabelsReadTheSameInNibabel) {
+  if (std::system("/usr/bin/python3 -c 'import nibabel' > /dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "nibabel not installed (python3-nibabel)";
+  }
+  const LabelMap labels = make_labels({9, 7, 5});
+  const std::string file = path("for_nibabel.nii.gz");
+  write_labels(labels, file);
+  const std::vector<std::array<int64_t, 3>> probes{{0, 0, 0}, {8, 6, 4}, {3, 2, 1}, {5, 0, 3}};
+  std::string script =
+      "import sys, nibabel as nib\n"
+      "img = nib.load(sys.argv[1]); d = img.get_fdata()\n"
+      "print(*d.shape)\n"
+      "for i, j, k in [(0,0,0), (8,6,4), (3,2,1), (5,0,3)]: print(int(d[i, j, k]))\n"
+      "print(*img.affine.flatten().tolist())\n";
+  write_file_atomic(path("probe.py"), script);
+  std::string command = "/usr/bin/python3 " + path("probe.py") + " " + file;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
+  ASSERT_EQ(::pclose(pipe), 0) << output;
+
+  std::istringstream in(output);
+  std::array<int64_t, 3> shape{};
+  in >> shape[0] >> shape[1] >> shape[2];
+  EXPECT_EQ(shape, labels.size);
+  for (const auto& p : probes) {
+    int value = -1;
+    in >> value;
+    EXPECT_EQ(value, labels.labels[(p[2] * labels.size[1] + p[1]) * labels.size[0] + p[0]]);
+  }
+  double affine[16];
+  for (double& a : affine) in >> a;
+  ASSERT_FALSE(in.fail()) << output;
+  // nibabel's RAS affine = diag(-1, -1, 1) * ITK's LPS affine [direction * diag(spacing) | origin].
+  const Geometry& g = labels.geometry;
+  for (int r = 0; r < 3; ++r) {
+    const double flip = r < 2 ? -1.0 : 1.0;
+    for (int c = 0; c < 3; ++c) {
+      EXPECT_NEAR(affine[r * 4 + c], flip * g.direction[r * 3 + c] * g.spacing[c], 1e-5)
+          << "affine " << r << c;
+    }
+    EXPECT_NEAR(affine[r * 4 + 3], flip * g.origin[r], 1e-4) << "affine translation " << r;
+  }
+}
+
+// A real case from the shared datasets (../shared/data or $SEGICL_DATA), when present.
+TEST_F(VolumeIo, ReadsARealChaosCase) {
+  fs::path root;
+  if (const char* env = std::getenv("SEGICL_DATA")) {
+    root = env;
+  } else {
+    root = fs::path(SEGICL_SOURCE_DIR) / ".." / "shared" / "data";
+  }
+  const fs::path images = root / "chaos_mr_t2" / "images";
+  if (!fs::is_directory(images)) GTEST_SKIP() << "no dataset at " << images;
+  std::vector<fs::path> cases;
+  for (const auto& entry : fs::directory_iterator(images)) cases.push_back(entry.path());
+  if (cases.empty()) GTEST_SKIP() << "no cases in " << images;
+  std::sort(cases.begin(), cases.end());
+  const fs::path label = root / "chaos_mr_t2" / "labels" / cases.front().filename();
+
+  auto [image, labels] = read_image_and_labels(cases.front().string(), label.string());
+  EXPECT_EQ(image.dims, 3);
+  EXPECT_EQ(image.channels, 1);
+  for (double s : image.geometry.spacing) {
+    EXPECT_GT(s, 0.1);
+    EXPECT_LT(s, 20.0);
+  }
+  uint16_t max_label = 0;
+  for (uint16_t v : labels.labels) max_label = std::max(max_label, v);
+  EXPECT_GE(max_label, 1);
+  EXPECT_LE(max_label, 4);
+}
+
+}  // namespace
+}  // namespace segicl::io
