@@ -1,0 +1,31 @@
+// Shared pieces of the segicl command-line tool: global options and the verb registry. Each verb
+// lives in cmd_<verb>.cpp and only parses flags and calls the libraries.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace segicl::cli {
+
+struct GlobalOptions {
+  int threads = 0;            // 0 = all hardware threads
+  std::string log_level = "info";
+  std::string log_file;
+  bool quiet = false;
+  std::string data_root;      // --data; else $SEGICL_DATA, else ../shared/data
+};
+
+// Each verb registers its subcommand and a callback run after parsing.
+void register_data(CLI::App& app, GlobalOptions& global);
+void register_pack(CLI::App& app, GlobalOptions& global);
+void register_model(CLI::App& app, GlobalOptions& global);
+void register_train(CLI::App& app, GlobalOptions& global);
+void register_eval(CLI::App& app, GlobalOptions& global);
+void register_segment(CLI::App& app, GlobalOptions& global);
+
+// Applies --threads/--log-level/--quiet and runs the BLAS check; called by every verb first.
+void start(const GlobalOptions& global);
+
+}  // namespace segicl::cli

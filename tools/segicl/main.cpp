@@ -1,0 +1,48 @@
+// segicl: the command-line tool. Verbs by pipeline stage (data, pack, train, eval, segment,
+// serve, model); this file only wires them and is the one boundary that catches every error.
+#include <iostream>
+
+#include "common.h"
+#include "segicl/core/error.h"
+#include "segicl/core/log.h"
+#include "segicl/core/runtime.h"
+
+namespace segicl::cli {
+
+void start(const GlobalOptions& global) {
+  log::init(global.quiet ? "warn" : global.log_level, global.log_file);
+  runtime::set_threads(global.threads);
+  runtime::check_blas_speed();
+}
+
+}  // namespace segicl::cli
+
+int main(int argc, char** argv) {
+  using namespace segicl;
+  CLI::App app{"segicl: segment any medical image from a text instruction and/or a few examples"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Print help for every verb");
+  cli::GlobalOptions global;
+  app.add_option("--threads", global.threads, "Intra-op CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--log-level", global.log_level, "error, warn, info, debug or trace")->capture_default_str();
+  app.add_option("--log-file", global.log_file, "Also write the log to this file");
+  app.add_flag("-q,--quiet", global.quiet, "Only warnings and errors on stderr");
+  app.add_option("--data", global.data_root, "Corpus folder (default: $SEGICL_DATA, else ../shared/data)");
+  cli::register_data(app, global);
+  cli::register_pack(app, global);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.message() << "\n";
+    if (!e.file().empty()) std::cerr << "  file: " << e.file() << "\n";
+    if (!e.hint().empty()) std::cerr << "  hint: " << e.hint() << "\n";
+    std::cerr << "  (" << e.kind() << " at " << e.where() << ")\n";
+    return exit_code_for(e);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
