@@ -34,8 +34,8 @@ void check_masks(const at::Tensor& pred, const at::Tensor& truth) {
                  "resample the prediction onto the ground-truth grid");
   }
   if (pred.dim() != 2 && pred.dim() != 3) {
-    SEGICL_THROW(ShapeError,
-                 "masks must be 2D [H, W] or 3D [D, H, W], got pred " + shape_of(pred), "", "");
+    SEGICL_THROW(ShapeError, "masks must be 2D [H, W] or 3D [D, H, W], got pred " + shape_of(pred),
+                 "", "");
   }
 }
 

@@ -1,6 +1,8 @@
 // ITK-backed reading and writing of images and label maps. Every ITK type and exception stays in
 // this file: errors are translated into segicl::IoError / DataError with the path and a hint.
 // It does not resample, reorient or rescale: geometry is passed through exactly as ITK gives it.
+#include "segicl/io/volume.h"
+
 #include <itkGDCMImageIO.h>
 #include <itkGDCMSeriesFileNames.h>
 #include <itkImage.h>
@@ -14,17 +16,18 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "segicl/core/atomic_file.h"
 #include "segicl/core/error.h"
-#include "segicl/io/volume.h"
 
 namespace segicl::io {
 namespace {
@@ -93,7 +96,6 @@ auto translate_itk(const std::string& path, const std::string& action, const cha
     SEGICL_THROW(IoError, action + ": " + shorten(e.what()), path, hint);
   }
 }
-
 
 // ---- NIfTI integrity ----
 // ITK 5.2's NIfTI reader (nifti1_io) neither fails on a short data block (missing voxels are
@@ -174,8 +176,8 @@ NiftiScan scan_nifti(const std::string& path) {
   for (int i = 1; i <= dim[0]; ++i) {
     if (dim[i] <= 0) {
       SEGICL_THROW(DataError,
-                   "image has size " + std::to_string(dim[i]) + " along axis " +
-                       std::to_string(i) + "; it holds no voxels",
+                   "image has size " + std::to_string(dim[i]) + " along axis " + std::to_string(i) +
+                       "; it holds no voxels",
                    path, "the file holds no voxels; re-export it");
     }
     voxels *= dim[i];
@@ -197,9 +199,11 @@ NiftiScan scan_nifti(const std::string& path) {
     const int64_t want = std::min(kChunk, expected - done);
     const int64_t n = read_fully(file, buffer.data(), want);
     if (is_float32) {
-      for (int64_t i = 0; i + 4 <= n; i += 4) scan.nonfinite += !std::isfinite(load<float>(&buffer[i], swap));
+      for (int64_t i = 0; i + 4 <= n; i += 4)
+        scan.nonfinite += !std::isfinite(load<float>(&buffer[i], swap));
     } else if (is_float64) {
-      for (int64_t i = 0; i + 8 <= n; i += 8) scan.nonfinite += !std::isfinite(load<double>(&buffer[i], swap));
+      for (int64_t i = 0; i + 8 <= n; i += 8)
+        scan.nonfinite += !std::isfinite(load<double>(&buffer[i], swap));
     }
     done += n;
     if (n < want) break;
@@ -215,6 +219,68 @@ NiftiScan scan_nifti(const std::string& path) {
                  path, kCorruptHint);
   }
   return scan;
+}
+
+// ---- MetaImage integrity ----
+// ITK's MetaIO likewise returns a zero-filled tail for a truncated .mha (compressed or not), so
+// compare the bytes after the header with what the header promises. Only single-file .mha with
+// ElementDataFile = LOCAL is checked; anything unusual is left to ITK.
+void check_mha_length(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  auto trim = [](std::string& t) {
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.erase(0, 1);
+  };
+  static const std::pair<const char*, int> kElementSizes[] = {
+      {"MET_UCHAR", 1},     {"MET_CHAR", 1},      {"MET_USHORT", 2}, {"MET_SHORT", 2},
+      {"MET_UINT", 4},      {"MET_INT", 4},       {"MET_FLOAT", 4},  {"MET_DOUBLE", 8},
+      {"MET_LONG_LONG", 8}, {"MET_ULONG_LONG", 8}};
+  std::string line;
+  int64_t compressed = -1, channels = 1, element = 0, voxels = 1;
+  bool compressed_data = false, local = false;
+  for (int lines = 0; lines < 200 && std::getline(in, line); ++lines) {
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos) return;
+    std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+    trim(key);
+    trim(value);
+    std::istringstream values(value);
+    if (key == "DimSize") {
+      int64_t n;
+      while (values >> n) voxels *= n;
+    } else if (key == "CompressedData") {
+      compressed_data = value == "True";
+    } else if (key == "CompressedDataSize") {
+      values >> compressed;
+    } else if (key == "ElementNumberOfChannels") {
+      values >> channels;
+    } else if (key == "ElementType") {
+      for (const auto& [name, size] : kElementSizes) {
+        if (value == name) element = size;
+      }
+    } else if (key == "ElementDataFile") {
+      local = value == "LOCAL";
+      break;
+    }
+  }
+  if (!local || !in) return;
+  const int64_t header_end = static_cast<int64_t>(in.tellg());
+  std::error_code ec;
+  const int64_t available = static_cast<int64_t>(fs::file_size(path, ec)) - header_end;
+  if (ec) return;
+  int64_t expected = -1;
+  if (compressed_data) {
+    expected = compressed;
+  } else if (element > 0) {
+    expected = voxels * channels * element;
+  }
+  if (expected > 0 && available < expected) {
+    SEGICL_THROW(IoError,
+                 "file ends after " + std::to_string(available) + " of " +
+                     std::to_string(expected) + " data bytes",
+                 path, kCorruptHint);
+  }
 }
 
 // What the reader found before conversion to float.
@@ -309,9 +375,9 @@ Decoded read_dicom_directory(const std::string& path) {
     names->SetDirectory(path);
     std::vector<std::string> series = names->GetSeriesUIDs();
     if (series.empty()) {
-      SEGICL_THROW(IoError, "directory holds no DICOM series", path,
-                   std::string("pass a DICOM series directory or one image file (") +
-                       kReadExtensions + ")");
+      SEGICL_THROW(
+          IoError, "directory holds no DICOM series", path,
+          std::string("pass a DICOM series directory or one image file (") + kReadExtensions + ")");
     }
     if (series.size() > 1) {
       SEGICL_THROW(IoError,
@@ -350,12 +416,12 @@ Decoded decode(const std::string& path, bool expand_palette) {
   const std::string ext = extension_of(path);
   const Format format = format_of(ext);
   if (format == Format::kUnknown) {
-    SEGICL_THROW(IoError,
-                 "unknown image extension '" + ext + "'; supported: " + kReadExtensions, path,
-                 "convert the file to NIfTI (.nii.gz) or PNG");
+    SEGICL_THROW(IoError, "unknown image extension '" + ext + "'; supported: " + kReadExtensions,
+                 path, "convert the file to NIfTI (.nii.gz) or PNG");
   }
 
   const NiftiScan scan = format == Format::kNifti ? scan_nifti(path) : NiftiScan{};
+  if (ext == ".mha") check_mha_length(path);
   return translate_itk(path, "cannot read image", kCorruptHint, [&] {
     itk::ImageIOBase::Pointer io =
         itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::ImageIOFactory::ReadMode);
@@ -371,8 +437,8 @@ Decoded decode(const std::string& path, bool expand_palette) {
     const int stored = static_cast<int>(io->GetNumberOfComponents());
     const int kept = kept_channels(path, stored);
     const auto component = io->GetComponentType();
-    const bool is_float = component == itk::IOComponentEnum::FLOAT ||
-                          component == itk::IOComponentEnum::DOUBLE;
+    const bool is_float =
+        component == itk::IOComponentEnum::FLOAT || component == itk::IOComponentEnum::DOUBLE;
     const int dims = std::min<int>(3, static_cast<int>(io->GetNumberOfDimensions()));
 
     auto reader = itk::ImageFileReader<ReadImage>::New();
@@ -433,8 +499,10 @@ typename itk::Image<Pixel, Dim>::Pointer make_image(const std::array<int64_t, 3>
 template <typename ImageType>
 void write_with_itk(typename ImageType::Pointer image, const std::string& path, bool compress) {
   publish_atomic(path, [&](const std::string& tmp) {
-    translate_itk(path, "cannot write image", "check that the folder exists, is writable and has "
-                  "free space", [&] {
+    translate_itk(path, "cannot write image",
+                  "check that the folder exists, is writable and has "
+                  "free space",
+                  [&] {
                     auto writer = itk::ImageFileWriter<ImageType>::New();
                     writer->SetFileName(tmp);
                     writer->SetInput(image);
@@ -448,11 +516,11 @@ Format check_writable(const std::string& path, const std::array<int64_t, 3>& siz
                       size_t values, size_t expected_values) {
   const std::string ext = extension_of(path);
   const Format format = format_of(ext);
-  const bool supported = ext == ".nii" || ext == ".nii.gz" || ext == ".mha" || ext == ".nrrd" ||
-                         ext == ".png";
+  const bool supported =
+      ext == ".nii" || ext == ".nii.gz" || ext == ".mha" || ext == ".nrrd" || ext == ".png";
   if (!supported) {
-    SEGICL_THROW(IoError, "cannot write '" + ext + "' files; supported: " + kWriteExtensions,
-                 path, "choose an output name ending in .nii.gz");
+    SEGICL_THROW(IoError, "cannot write '" + ext + "' files; supported: " + kWriteExtensions, path,
+                 "choose an output name ending in .nii.gz");
   }
   if (dims != 2 && dims != 3) {
     SEGICL_THROW(DataError, "dims must be 2 or 3, got " + std::to_string(dims), path, "");
@@ -470,8 +538,8 @@ Format check_writable(const std::string& path, const std::array<int64_t, 3>& siz
                  path, "fill the voxel buffer to size[0]*size[1]*size[2]*channels");
   }
   if (format == Format::kPlanar && size[2] != 1) {
-    SEGICL_THROW(DataError, "PNG holds one 2D slice, the data has " + std::to_string(size[2]),
-                 path, "write 3D data as .nii.gz");
+    SEGICL_THROW(DataError, "PNG holds one 2D slice, the data has " + std::to_string(size[2]), path,
+                 "write 3D data as .nii.gz");
   }
   return format;
 }
@@ -544,34 +612,31 @@ LabelMap read_labels(const std::string& path) {
     }
   }
   if (fractional > 0) {
-    SEGICL_THROW(DataError,
-                 "label map holds " + std::to_string(fractional) + " non-integer values", path,
-                 "labels must be integer class ids; was an image passed as the label map?");
+    SEGICL_THROW(DataError, "label map holds " + std::to_string(fractional) + " non-integer values",
+                 path, "labels must be integer class ids; was an image passed as the label map?");
   }
   if (negative > 0) {
     SEGICL_THROW(DataError, "label map holds " + std::to_string(negative) + " negative values",
                  path, "labels must be class ids >= 0 (0 = background)");
   }
   if (too_large > 0) {
-    SEGICL_THROW(DataError,
-                 "label map holds " + std::to_string(too_large) + " values above 65535", path,
-                 "relabel the classes to ids 0..65535");
+    SEGICL_THROW(DataError, "label map holds " + std::to_string(too_large) + " values above 65535",
+                 path, "relabel the classes to ids 0..65535");
   }
   return labels;
 }
 
 void write_labels(const LabelMap& labels, const std::string& path) {
-  const Format format =
-      check_writable(path, labels.size, labels.dims, labels.labels.size(),
-                     static_cast<size_t>(labels.num_voxels()));
+  const Format format = check_writable(path, labels.size, labels.dims, labels.labels.size(),
+                                       static_cast<size_t>(labels.num_voxels()));
   const uint16_t max_label =
       labels.labels.empty() ? 0 : *std::max_element(labels.labels.begin(), labels.labels.end());
   if (format == Format::kPlanar) {
     if (max_label > 255) {
-      SEGICL_THROW(DataError,
-                   "PNG label maps hold values up to 255, this one has " +
-                       std::to_string(max_label),
-                   path, "write the label map as .nii.gz");
+      SEGICL_THROW(
+          DataError,
+          "PNG label maps hold values up to 255, this one has " + std::to_string(max_label), path,
+          "write the label map as .nii.gz");
     }
     write_label_grid<uint8_t, 2>(labels, path, false);
     return;
@@ -588,9 +653,8 @@ void write_labels(const LabelMap& labels, const std::string& path) {
 }
 
 void write_image(const Volume& image, const std::string& path) {
-  const Format format =
-      check_writable(path, image.size, image.dims, image.voxels.size(),
-                     static_cast<size_t>(image.num_voxels() * image.channels));
+  const Format format = check_writable(path, image.size, image.dims, image.voxels.size(),
+                                       static_cast<size_t>(image.num_voxels() * image.channels));
   if (image.channels != 1 && image.channels != 3) {
     SEGICL_THROW(DataError,
                  "images are written with 1 or 3 channels, got " + std::to_string(image.channels),
@@ -612,8 +676,7 @@ void write_image(const Volume& image, const std::string& path) {
       for (size_t i = 0; i < static_cast<size_t>(image.num_voxels()); ++i) {
         for (int c = 0; c < 3; ++c) {
           float v = std::round(image.voxels[i * 3 + c]);
-          buffer[i][c] =
-              static_cast<uint8_t>(std::isnan(v) ? 0.0f : std::clamp(v, 0.0f, 255.0f));
+          buffer[i][c] = static_cast<uint8_t>(std::isnan(v) ? 0.0f : std::clamp(v, 0.0f, 255.0f));
         }
       }
       write_with_itk<itk::Image<Rgb, 2>>(out, path, false);

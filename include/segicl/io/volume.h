@@ -48,7 +48,10 @@ struct LabelMap {
 // Reads an image. Path is a file (.png .jpg .jpeg .bmp .tif .tiff .nii .nii.gz .mha .mhd .nrrd
 // .nhdr .dcm) or a directory holding one DICOM series. RGB stays 3 channels; other multi-channel
 // pixels are refused. Throws IoError (missing, unknown extension, unreadable/truncated) or
-// DataError (4D, zero-size, NaN/Inf intensities), each naming the path with a hint.
+// DataError (4D, zero-size, NaN/Inf intensities), each naming the path with a hint. NIfTI and MHA
+// files are checked for truncation before decoding (ITK would zero-fill the missing tail).
+// 2D formats give dims == 2 and spacing_known == false; a 3D file with one slice stays dims == 3.
+// Safe to call concurrently on different paths.
 Volume read_image(const std::string& path);
 
 // Reads a label map: integer-valued voxels in [0, 65535]. Throws as read_image, plus DataError for
@@ -61,11 +64,15 @@ std::pair<Volume, LabelMap> read_image_and_labels(const std::string& image_path,
                                                   const std::string& label_path);
 
 // Writes a label map atomically. The format follows the extension: NIfTI (.nii/.nii.gz), MHA,
-// NRRD keep the full geometry; PNG (2D only, values must fit 8 bits) keeps none. IoError on failure.
+// NRRD keep the full geometry; PNG (2D only, values must fit 8 bits) keeps none. IoError on
+// failure or for any other extension (JPEG/BMP/TIFF/MHD are read-only); DataError for a PNG label
+// above 255, a 3D map to PNG, or a buffer that does not match `size`. Stored as uint8 when every
+// label fits, else uint16. A 2D map (dims == 2) is written as a 2D image, read back as dims == 2.
 void write_labels(const LabelMap& labels, const std::string& path);
 
 // Writes an image atomically (float32 for NIfTI/MHA/NRRD; PNG is 8-bit, values clamped to
-// [0, 255] after rounding). Used for probability and uncertainty maps and overlays.
+// [0, 255] after rounding). Used for probability and uncertainty maps and overlays. channels must
+// be 1 or 3. Same extensions and errors as write_labels.
 void write_image(const Volume& image, const std::string& path);
 
 // True when this build can read and write files (false when built with SEGICL_WITH_ITK=OFF).
