@@ -1,0 +1,146 @@
+// Checkpoint save/load with meta-first validation (see checkpoint.h).
+#include "segicl/models/checkpoint.h"
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+
+#include "segicl/core/atomic_file.h"
+#include "segicl/core/error.h"
+#include "segicl/core/log.h"
+
+namespace segicl::models {
+namespace {
+
+const char* kHint = "pass a checkpoint written by `segicl train` (or retrain)";
+
+torch::serialize::InputArchive open_archive(const std::string& path) {
+  if (!std::filesystem::exists(path)) SEGICL_THROW(IoError, "checkpoint not found", path, "check the path");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    SEGICL_THROW(FormatError, "not a readable checkpoint (truncated or corrupt file)", path, kHint);
+  }
+  return archive;
+}
+
+config::Json meta_of(torch::serialize::InputArchive& archive, const std::string& path) {
+  c10::IValue value;
+  bool found = false;
+  try {
+    found = archive.try_read("meta", value);
+  } catch (const c10::Error&) {
+    found = false;
+  }
+  if (!found || !value.isString()) SEGICL_THROW(FormatError, "checkpoint has no meta record", path, kHint);
+  config::Json meta;
+  try {
+    meta = config::Json::parse(value.toStringRef());
+  } catch (const config::Json::exception& e) {
+    SEGICL_THROW(FormatError, std::string("checkpoint meta is not valid JSON: ") + e.what(), path, kHint);
+  }
+  if (meta.value("format", "") != kCheckpointFormat)
+    SEGICL_THROW(FormatError, "not a segicl checkpoint (format '" + meta.value("format", "") + "')", path, kHint);
+  int version = meta.value("format_version", -1);
+  if (version != kCheckpointVersion)
+    SEGICL_THROW(FormatError,
+                 "checkpoint format_version " + std::to_string(version) + " is not supported (this build reads " +
+                     std::to_string(kCheckpointVersion) + ")",
+                 path, "use a matching segicl version, or retrain");
+  if (!meta.contains("config")) SEGICL_THROW(FormatError, "checkpoint meta has no model config", path, kHint);
+  return meta;
+}
+
+void read_weights(torch::serialize::InputArchive& archive, SegICLModelImpl& model, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  auto load = [&](const std::string& name, torch::Tensor& target) {
+    torch::Tensor stored;
+    bool found = false;
+    try {
+      found = archive.try_read("w." + name, stored);
+    } catch (const c10::Error&) {
+      found = false;
+    }
+    if (!found)
+      SEGICL_THROW(FormatError, "checkpoint lacks tensor '" + name + "' (architecture mismatch)", path,
+                   "the checkpoint was written for a different model configuration");
+    if (stored.sizes() != target.sizes())
+      SEGICL_THROW(FormatError,
+                   "tensor '" + name + "' has shape " + c10::str(stored.sizes()) + ", the model expects " +
+                       c10::str(target.sizes()),
+                   path, "the checkpoint was written for a different model configuration");
+    target.copy_(stored.to(target.device(), target.scalar_type()));
+  };
+  for (auto& p : model.named_parameters()) load(p.key(), p.value());
+  for (auto& b : model.named_buffers()) load(b.key(), b.value());
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, SegICLModelImpl& model, config::Json meta, const SaveOptions& options) {
+  meta["format"] = kCheckpointFormat;
+  meta["format_version"] = kCheckpointVersion;
+  meta["model_kind"] = "segicl";
+  meta["config"] = model.config().to_json();
+  meta["weights_dtype"] = options.half ? "float16" : "float32";
+  if (!meta.contains("created")) {
+    std::time_t now = std::time(nullptr);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    meta["created"] = stamp;
+  }
+  torch::serialize::OutputArchive archive;
+  archive.write("meta", c10::IValue(meta.dump()));
+  auto store = [&](const std::string& name, const torch::Tensor& t) {
+    auto cpu = t.detach().to(torch::kCPU);
+    if (options.half && cpu.is_floating_point()) cpu = cpu.to(torch::kHalf);
+    archive.write("w." + name, cpu);
+  };
+  for (const auto& p : model.named_parameters()) store(p.key(), p.value());
+  for (const auto& b : model.named_buffers()) store(b.key(), b.value());
+  if (options.extra) options.extra(archive);
+  publish_atomic(path, [&](const std::string& tmp) {
+    try {
+      archive.save_to(tmp);
+    } catch (const c10::Error& e) {
+      SEGICL_THROW(IoError, std::string("cannot write checkpoint: ") + e.what_without_backtrace(), path,
+                   "check free disk space and permissions");
+    }
+  });
+}
+
+config::Json read_checkpoint_meta(const std::string& path) {
+  auto archive = open_archive(path);
+  return meta_of(archive, path);
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& device,
+                                 const std::function<void(torch::serialize::InputArchive&)>& extra) {
+  auto archive = open_archive(path);
+  LoadedCheckpoint loaded;
+  loaded.meta = meta_of(archive, path);
+  ModelConfig config;
+  try {
+    config = ModelConfig::from_json(loaded.meta["config"], path);
+  } catch (const ConfigError& e) {
+    SEGICL_THROW(FormatError, "checkpoint config is not understood: " + e.message(), path,
+                 "the checkpoint comes from another segicl version; retrain or convert it");
+  }
+  loaded.model = SegICLModel(config);
+  loaded.model->to(device);
+  read_weights(archive, *loaded.model, path);
+  if (extra) extra(archive);
+  log::get("models")->info("loaded {} (stage {}, step {}, {} weights)", path, loaded.meta.value("stage", 0),
+                           loaded.meta.value("step", 0), loaded.meta.value("weights_dtype", "float32"));
+  return loaded;
+}
+
+config::Json load_weights_into(const std::string& path, SegICLModelImpl& model) {
+  auto archive = open_archive(path);
+  auto meta = meta_of(archive, path);
+  read_weights(archive, model, path);
+  return meta;
+}
+
+}  // namespace segicl::models

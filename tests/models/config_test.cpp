@@ -1,0 +1,90 @@
+// ModelConfig: JSON round trip, strict keys, presets, analytic parameter counts vs real modules.
+#include "segicl/models/config.h"
+
+#include <gtest/gtest.h>
+
+#include "segicl/core/error.h"
+#include "segicl/models/segicl_model.h"
+
+namespace segicl::models {
+namespace {
+
+int64_t real_count(const ModelConfig& c) {
+  SegICLModel model(c);
+  int64_t n = 0;
+  for (const auto& p : model->parameters()) n += p.numel();
+  return n;
+}
+
+TEST(ModelConfig, JsonRoundTripPreservesEveryField) {
+  ModelConfig c;
+  c.resolution = 64;
+  c.unet_channel_mult = {1, 3};
+  c.noise_schedule = "scaled_linear";
+  c.query_bidirectional = false;
+  c.lora_alpha = 7.5;
+  auto back = ModelConfig::from_json(c.to_json(), "test");
+  EXPECT_EQ(back.to_json(), c.to_json());
+}
+
+TEST(ModelConfig, UnknownKeyIsConfigErrorWithSuggestion) {
+  try {
+    ModelConfig::from_json(config::Json{{"resolutoin", 64}}, "preset.json");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.file(), "preset.json");
+    EXPECT_NE(e.hint().find("resolution"), std::string::npos);
+  }
+}
+
+TEST(ModelConfig, InconsistentSizesAreConfigErrors) {
+  EXPECT_THROW(ModelConfig::from_json(config::Json{{"num_condition_tokens", 60}}, "x"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json(config::Json{{"resolution", 100}}, "x"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json(config::Json{{"noise_schedule", "linear"}}, "x"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json(config::Json{{"resolution", "big"}}, "x"), ConfigError);
+}
+
+TEST(ModelConfig, AllPresetsLoadAndValidate) {
+  for (const char* name : {"tiny", "cpu", "gpu", "paper"}) {
+    ModelConfig c = load_preset(name);
+    EXPECT_GT(count_parameters(c), 0) << name;
+    EXPECT_GT(flops_per_query(c, 3, 4), 0) << name;
+    EXPECT_GE(c.max_context(), 8) << name;
+  }
+  EXPECT_EQ(load_preset("tiny").resolution, 32);
+  EXPECT_EQ(load_preset(std::string(SEGICL_SOURCE_DIR) + "/configs/model/cpu.json").resolution, 128);
+  EXPECT_THROW(load_preset("no-such-preset"), ConfigError);
+}
+
+TEST(ModelConfig, CpuPresetEqualsCodeDefaults) {
+  EXPECT_EQ(load_preset("cpu").to_json(), ModelConfig{}.to_json());
+}
+
+TEST(ModelConfig, PaperPresetIsSevenBillionScale) {
+  int64_t n = count_parameters(load_preset("paper"));
+  EXPECT_GT(n, 6'000'000'000);
+  EXPECT_LT(n, 9'000'000'000);
+}
+
+TEST(CountParameters, MatchesRealModuleForTiny) {
+  ModelConfig c = load_preset("tiny");
+  EXPECT_EQ(count_parameters(c), real_count(c));
+}
+
+TEST(CountParameters, MatchesRealModuleForCpu) {
+  ModelConfig c = load_preset("cpu");
+  EXPECT_EQ(count_parameters(c), real_count(c));
+}
+
+TEST(CountParameters, MatchesRealModuleWithoutHintOrSpatialAndMoreBlocks) {
+  ModelConfig c = load_preset("tiny");
+  c.use_image_hint = false;
+  c.cond_spatial_injection = false;
+  c.unet_res_blocks = 2;
+  c.unet_channel_mult = {1, 2, 1};
+  c.resolution = 64;
+  EXPECT_EQ(count_parameters(c), real_count(c));
+}
+
+}  // namespace
+}  // namespace segicl::models
