@@ -26,7 +26,7 @@ double check_blas_speed() {
   for (int i = 0; i < repeats; ++i) torch::mm(a, b);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   double gflops = repeats * 2.0 * 512 * 512 * 512 / seconds / 1e9;
-  if (gflops < 20.0) {
+  if (gflops < 10.0) {  // reference BLAS: ~5; OpenBLAS: 130+ idle, ~20 when the other core is busy
     log::get("core")->warn(
         "matrix multiply runs at {:.1f} GFLOP/s: LibTorch is probably on the reference BLAS "
         "(expected >100 GFLOP/s). Install libopenblas0-pthread (scripts/install-deps.sh).",

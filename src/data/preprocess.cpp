@@ -96,12 +96,22 @@ Reorientation canonical_reorientation(const io::Geometry& g) {
   return r;
 }
 
-int through_plane_axis(const std::array<double, 3>& spacing, bool spacing_known, int dims) {
-  if (dims == 2 || !spacing_known) return 2;
-  int axis = 2;
+int through_plane_axis(const std::array<double, 3>& spacing, const std::array<int64_t, 3>& size,
+                       bool spacing_known, int dims) {
+  if (dims == 2) return 2;
+  int coarsest = 2;
   for (int a = 1; a >= 0; --a)
-    if (spacing[a] > spacing[axis] * (1 + 1e-6)) axis = a;
-  return axis;
+    if (spacing[a] > spacing[coarsest] * (1 + 1e-6)) coarsest = a;
+  bool clearly_coarser = spacing_known;
+  for (int a = 0; a < 3; ++a)
+    if (a != coarsest && spacing[coarsest] < 1.25 * spacing[a]) clearly_coarser = false;
+  if (clearly_coarser) return coarsest;
+  // Near-isotropic grids: the acquisition axis is the one with the fewest voxels (BTCV was
+  // resampled to 128 px in-plane, so in-plane spacing can exceed the 3 mm slice spacing).
+  int fewest = 2;
+  for (int a = 1; a >= 0; --a)
+    if (size[a] < size[fewest]) fewest = a;
+  return fewest;
 }
 
 int64_t PreparedVolume::num_slices() const { return image.size(3 - through_axis); }
@@ -154,7 +164,8 @@ PreparedVolume prepare(const io::Volume& image, const io::LabelMap* labels,
     out.labels = reorient(label_tensor(*labels), out.reorientation);
   }
   for (int a = 0; a < 3; ++a) out.spacing[a] = image.geometry.spacing[out.reorientation.source_axis[a]];
-  out.through_axis = through_plane_axis(out.spacing, image.geometry.spacing_known, image.dims);
+  std::array<int64_t, 3> canonical_size{out.image.size(3), out.image.size(2), out.image.size(1)};
+  out.through_axis = through_plane_axis(out.spacing, canonical_size, image.geometry.spacing_known, image.dims);
   return out;
 }
 

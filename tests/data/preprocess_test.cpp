@@ -48,12 +48,14 @@ TEST(Reorientation, SnapsFlippedAndPermutedAxesToLps) {
   EXPECT_EQ(r.source_axis[2], 2);
 }
 
-TEST(ThroughPlaneAxis, IsTheCoarsestSpacingWithTiesToTheLastAxis) {
-  EXPECT_EQ(through_plane_axis({1.5, 1.5, 7.7}, true, 3), 2);
-  EXPECT_EQ(through_plane_axis({1, 1, 1}, true, 3), 2);
-  EXPECT_EQ(through_plane_axis({3, 1, 1}, true, 3), 0);
-  EXPECT_EQ(through_plane_axis({3, 1, 1}, false, 3), 2);
-  EXPECT_EQ(through_plane_axis({3, 1, 1}, true, 2), 2);
+TEST(ThroughPlaneAxis, IsTheClearlyCoarsestSpacingElseTheShortestAxis) {
+  EXPECT_EQ(through_plane_axis({1.5, 1.5, 7.7}, {192, 192, 35}, true, 3), 2);
+  EXPECT_EQ(through_plane_axis({1, 1, 1}, {35, 51, 35}, true, 3), 2) << "ties go to the last axis";
+  EXPECT_EQ(through_plane_axis({3, 1, 1}, {64, 64, 64}, true, 3), 0);
+  EXPECT_EQ(through_plane_axis({3, 1, 1}, {64, 64, 40}, false, 3), 2) << "unknown spacing: fewest voxels";
+  // BTCV-like: in-plane 3.4 mm after resampling vs 3 mm slices is not clearly coarser.
+  EXPECT_EQ(through_plane_axis({3.4, 3.4, 3.0}, {128, 128, 97}, true, 3), 2);
+  EXPECT_EQ(through_plane_axis({3, 1, 1}, {64, 64, 64}, true, 2), 2);
 }
 
 TEST(Preprocess, MaskRoundTripsToTheSourceGridThroughModelPlanes) {

@@ -8,7 +8,7 @@ namespace segicl::runtime {
 // Sets LibTorch's intra-op threads to `threads` (0 = all hardware threads). Call once, first.
 void set_threads(int threads);
 
-// Times a 512x512 fp32 matmul; returns GFLOP/s and logs a loud warning below 20 GFLOP/s, with the
+// Times a 512x512 fp32 matmul; returns GFLOP/s and logs a loud warning below 10 GFLOP/s, with the
 // hint to install libopenblas0-pthread. Costs a few milliseconds.
 double check_blas_speed();
 

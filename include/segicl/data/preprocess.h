@@ -58,8 +58,11 @@ struct PreparedVolume {
 PreparedVolume prepare(const io::Volume& image, const io::LabelMap* labels,
                        const std::string& modality, const PreprocessOptions& options);
 
-// The axis to slice along: coarsest spacing; ties and unknown spacing go to the last axis.
-int through_plane_axis(const std::array<double, 3>& canonical_spacing, bool spacing_known, int dims);
+// The canonical axis to slice along: the coarsest spacing when it is clearly coarser (>= 1.25x
+// every other axis); otherwise (near-isotropic, or spacing unknown) the axis with the fewest
+// voxels, ties to the last axis. 2D images: 2.
+int through_plane_axis(const std::array<double, 3>& canonical_spacing, const std::array<int64_t, 3>& canonical_size,
+                       bool spacing_known, int dims);
 
 // One plane at model resolution. Image: [C, R, R] float (area/bilinear resize); labels: [R, R]
 // int32 (nearest). Planes are padded to a square (centred, zeros) before resizing, so anatomy
