@@ -4,6 +4,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <sstream>
 
 #include "segicl/core/atomic_file.h"
 #include "segicl/core/error.h"
@@ -14,13 +15,32 @@ namespace {
 
 const char* kHint = "pass a checkpoint written by `segicl train` (or retrain)";
 
+// A checkpoint is one file, or (for files that must stay under git's per-file budget) parts
+// PATH.00, PATH.01, ... that concatenate to it (scripts/split-checkpoint.sh writes them).
 torch::serialize::InputArchive open_archive(const std::string& path) {
-  if (!std::filesystem::exists(path)) SEGICL_THROW(IoError, "checkpoint not found", path, "check the path");
   torch::serialize::InputArchive archive;
+  if (std::filesystem::exists(path)) {
+    try {
+      archive.load_from(path);
+    } catch (const c10::Error& e) {
+      SEGICL_THROW(FormatError, "not a readable checkpoint (truncated or corrupt file)", path, kHint);
+    }
+    return archive;
+  }
+  if (!std::filesystem::exists(path + ".00")) SEGICL_THROW(IoError, "checkpoint not found", path, "check the path");
+  std::string bytes;
+  for (int part = 0;; ++part) {
+    char suffix[8];
+    std::snprintf(suffix, sizeof suffix, ".%02d", part);
+    if (!std::filesystem::exists(path + suffix)) break;
+    bytes += read_file(path + suffix);
+  }
+  std::istringstream stream(bytes);
   try {
-    archive.load_from(path);
+    archive.load_from(stream);
   } catch (const c10::Error& e) {
-    SEGICL_THROW(FormatError, "not a readable checkpoint (truncated or corrupt file)", path, kHint);
+    SEGICL_THROW(FormatError, "checkpoint parts do not form a readable checkpoint (missing or corrupt part)",
+                 path + ".00", kHint);
   }
   return archive;
 }

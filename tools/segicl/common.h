@@ -25,6 +25,9 @@ void register_train(CLI::App& app, GlobalOptions& global);
 void register_eval(CLI::App& app, GlobalOptions& global);
 void register_segment(CLI::App& app, GlobalOptions& global);
 
+// Thrown by a verb that stopped on SIGINT/SIGTERM after saving its state: exit code 130.
+struct Interrupted {};
+
 // Applies --threads/--log-level/--quiet and runs the BLAS check; called by every verb first.
 void start(const GlobalOptions& global);
 

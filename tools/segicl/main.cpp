@@ -30,10 +30,14 @@ int main(int argc, char** argv) {
   app.add_option("--data", global.data_root, "Corpus folder (default: $SEGICL_DATA, else ../shared/data)");
   cli::register_data(app, global);
   cli::register_pack(app, global);
+  cli::register_model(app, global);
+  cli::register_train(app, global);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  } catch (const cli::Interrupted&) {
+    return 130;
   } catch (const Error& e) {
     std::cerr << "error: " << e.message() << "\n";
     if (!e.file().empty()) std::cerr << "  file: " << e.file() << "\n";

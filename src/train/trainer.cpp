@@ -1,0 +1,435 @@
+// The SegICL training loop (both stages), top to bottom: set-up or resume, then step, log,
+// validate, checkpoint. See trainer.h for the contract.
+#include "segicl/train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "segicl/core/atomic_file.h"
+#include "segicl/core/error.h"
+#include "segicl/core/log.h"
+#include "segicl/core/seed.h"
+#include "segicl/models/checkpoint.h"
+
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+#define SEGICL_AUTOCAST_V2 1
+#endif
+
+namespace segicl::train {
+namespace fs = std::filesystem;
+using config::Json;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+torch::Device resolve_device(const std::string& name) {
+  if (name == "cpu") return torch::kCPU;
+  if (name == "cuda") {
+    if (!torch::cuda::is_available())
+      SEGICL_THROW(UsageError, "--device cuda but no CUDA device is available", "", "use --device cpu or auto");
+    return torch::kCUDA;
+  }
+  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  SEGICL_THROW(UsageError, "unknown device '" + name + "'", "", "use auto, cpu or cuda");
+}
+
+// bf16 autocast for CUDA only (TOOLCHAIN.md: bf16 on this CPU is ~30x slower than fp32).
+struct AutocastScope {
+  bool active;
+  explicit AutocastScope(bool enable) : active(enable) {
+    if (!active) return;
+#ifdef SEGICL_AUTOCAST_V2
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+#endif
+  }
+  ~AutocastScope() {
+    if (!active) return;
+#ifdef SEGICL_AUTOCAST_V2
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+};
+
+double learning_rate_at(const TrainOptions& o, int64_t step) {
+  double warm = std::min(1.0, static_cast<double>(step + 1) / std::max<int64_t>(1, o.warmup_steps));
+  double progress = std::clamp(static_cast<double>(step) / std::max<int64_t>(1, o.steps), 0.0, 1.0);
+  return o.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * progress)));
+}
+
+double dice_of(const torch::Tensor& probability, const torch::Tensor& truth) {
+  auto p = (probability > 0.5).to(torch::kFloat32).flatten(), t = (truth > 0.5).to(torch::kFloat32).flatten();
+  double denominator = (p.sum() + t.sum()).item<double>();
+  return denominator == 0 ? 1.0 : 2.0 * (p * t).sum().item<double>() / denominator;
+}
+
+Json episode_json(const data::EpisodeOptions& e) {
+  return {{"resolution", e.resolution}, {"min_context", e.min_context}, {"max_context", e.max_context},
+          {"synthetic_fraction", e.synthetic_fraction}, {"empty_query_fraction", e.empty_query_fraction},
+          {"text_dropout", e.text_dropout}, {"augment", e.augment}};
+}
+
+// Fixed validation episodes (k = 3, no augmentation), drawn once so numbers are comparable.
+data::EpisodeBatch validation_batch(const std::string& val_pack, const TrainOptions& o, int64_t resolution) {
+  data::EpisodeOptions e;
+  e.resolution = static_cast<int>(resolution);
+  e.min_context = e.max_context = 3;
+  e.synthetic_fraction = 0;
+  e.empty_query_fraction = 0;
+  e.text_dropout = 0;
+  e.augment = false;
+  data::EpisodeSampler sampler(data::Pack::open(val_pack), e, derive_seed(o.seed, "validation"));
+  return sampler.sample(static_cast<int>(o.val_episodes));
+}
+
+// Mean Dice over the validation episodes. Stage 1: reconstruction through condition tokens ->
+// diffusion -> decode. Stage 2: the full in-context path (and the atlas floor for reference).
+std::pair<double, double> validate(models::SegICLModelImpl& model, const data::EpisodeBatch& batch, int stage,
+                                   const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  double dice = 0, atlas = 0;
+  const int64_t n = batch.batch_size();
+  models::SegmentOptions so;
+  so.ddim_steps = 4;
+  so.seed = 1;
+  for (int64_t e = 0; e < n; ++e) {
+    auto query = batch.query_images.slice(0, e, e + 1).to(device);
+    auto truth = batch.query_masks.slice(0, e, e + 1);
+    torch::Tensor probability;
+    if (stage == 1) {
+      auto tokens = model.condition_encoder->forward(truth.to(device));
+      auto context = model.encode_context({}, {}, batch.instructions[e]);
+      probability = model.decode_condition(tokens, context.keyword, query, so).probability;
+    } else {
+      auto valid = batch.context_valid[e];
+      auto images = batch.context_images[e].index({valid}).to(device);
+      auto masks = batch.context_masks[e].index({valid}).to(device);
+      auto context = model.encode_context(images, masks, batch.instructions[e]);
+      probability = model.segment(context, query, so).probability;
+      atlas += dice_of(masks.mean(0, true).cpu(), truth);
+    }
+    dice += dice_of(probability.cpu(), truth);
+  }
+  model.train();
+  return {dice / n, atlas / n};
+}
+
+// Samples episodes on a background thread so a GPU step never waits for augmentation. Keeps the
+// sampler state from before each queued batch: a checkpoint stores the state of the first batch
+// not yet trained on, which makes resume exact whatever the queue depth.
+class BatchPrefetcher {
+ public:
+  BatchPrefetcher(data::EpisodeSampler& sampler, int batch_size, size_t depth)
+      : sampler_(sampler), batch_size_(batch_size), depth_(depth), worker_([this] { run(); }) {}
+  ~BatchPrefetcher() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    worker_.join();
+  }
+  data::EpisodeBatch next() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return !queue_.empty() || error_; });
+    if (queue_.empty()) std::rethrow_exception(error_);
+    auto batch = std::move(queue_.front().second);
+    queue_.pop_front();
+    changed_.notify_all();
+    return batch;
+  }
+  // The sampler state from which the next batch handed out by next() was drawn.
+  std::string state_of_next() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return !queue_.empty() || error_; });
+    if (queue_.empty()) std::rethrow_exception(error_);
+    return queue_.front().first;
+  }
+
+ private:
+  void run() {
+    try {
+      for (;;) {
+        {
+          std::unique_lock<std::mutex> lock(mutex_);
+          changed_.wait(lock, [&] { return stopping_ || queue_.size() < depth_; });
+          if (stopping_) return;
+        }
+        std::string state = sampler_.state();
+        auto batch = sampler_.sample(batch_size_);
+        std::lock_guard<std::mutex> lock(mutex_);
+        queue_.emplace_back(std::move(state), std::move(batch));
+        changed_.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      error_ = std::current_exception();
+      changed_.notify_all();
+    }
+  }
+  data::EpisodeSampler& sampler_;
+  int batch_size_;
+  size_t depth_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::pair<std::string, data::EpisodeBatch>> queue_;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+  std::thread worker_;
+};
+
+}  // namespace
+
+void request_stop() { g_stop.store(true); }
+
+Json TrainOptions::to_json() const {
+  return {{"stage", stage}, {"preset", preset}, {"init_checkpoint", init_checkpoint}, {"pack", pack},
+          {"val_pack", val_pack}, {"steps", steps}, {"batch_size", batch_size}, {"learning_rate", learning_rate},
+          {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps}, {"grad_clip", grad_clip},
+          {"log_every", log_every}, {"checkpoint_every", checkpoint_every}, {"val_every", val_every},
+          {"val_episodes", val_episodes}, {"lora_rank", lora_rank}, {"seed", seed}, {"device", device},
+          {"bf16", bf16}, {"max_seconds", max_seconds}, {"episodes", episode_json(episodes)}};
+}
+
+TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
+  TrainOptions o;
+  Json merged = o.to_json();
+  config::merge_strict(merged, j, origin);
+  o.stage = merged["stage"];
+  o.preset = merged["preset"];
+  o.init_checkpoint = merged["init_checkpoint"];
+  o.pack = merged["pack"];
+  o.val_pack = merged["val_pack"];
+  o.steps = merged["steps"];
+  o.batch_size = merged["batch_size"];
+  o.learning_rate = merged["learning_rate"];
+  o.weight_decay = merged["weight_decay"];
+  o.warmup_steps = merged["warmup_steps"];
+  o.grad_clip = merged["grad_clip"];
+  o.log_every = merged["log_every"];
+  o.checkpoint_every = merged["checkpoint_every"];
+  o.val_every = merged["val_every"];
+  o.val_episodes = merged["val_episodes"];
+  o.lora_rank = merged["lora_rank"];
+  o.seed = merged["seed"];
+  o.device = merged["device"];
+  o.bf16 = merged["bf16"];
+  o.max_seconds = merged["max_seconds"];
+  const Json& e = merged["episodes"];
+  o.episodes.resolution = e["resolution"];
+  o.episodes.min_context = e["min_context"];
+  o.episodes.max_context = e["max_context"];
+  o.episodes.synthetic_fraction = e["synthetic_fraction"];
+  o.episodes.empty_query_fraction = e["empty_query_fraction"];
+  o.episodes.text_dropout = e["text_dropout"];
+  o.episodes.augment = e["augment"];
+  return o;
+}
+
+TrainResult run_training(const TrainOptions& requested, const std::string& run_dir, bool resume) {
+  auto logger = log::get("train");
+  g_stop.store(false);
+  const fs::path dir(run_dir);
+  const std::string checkpoint_path = (dir / "checkpoint.pt").string();
+  if (!resume && fs::exists(checkpoint_path))
+    SEGICL_THROW(UsageError, "run folder already holds a checkpoint", run_dir,
+                 "pass --resume to continue it, or choose a new --out");
+  fs::create_directories(dir);
+
+  // ---- options: a resumed run keeps its own, except how long and where it runs ------------------
+  TrainOptions o = requested;
+  if (resume) {
+    if (!fs::exists(checkpoint_path))
+      SEGICL_THROW(UsageError, "nothing to resume: no checkpoint.pt", run_dir, "start without --resume");
+    auto meta = models::read_checkpoint_meta(checkpoint_path);
+    o = TrainOptions::from_json(meta.at("train"), checkpoint_path);
+    o.steps = requested.steps;
+    o.max_seconds = requested.max_seconds;
+    o.device = requested.device;
+  }
+  if (o.stage != 1 && o.stage != 2) SEGICL_THROW(UsageError, "--stage must be 1 or 2", "", "");
+  if (o.pack.empty()) SEGICL_THROW(UsageError, "a training pack is required", "", "make one with `segicl pack`");
+  const torch::Device device = resolve_device(o.device);
+  const bool autocast = o.bf16 && device.is_cuda();
+  torch::manual_seed(derive_seed(o.seed, "init"));
+
+  // ---- model ------------------------------------------------------------------------------
+  models::SegICLModel model{nullptr};
+  Json init_meta;
+  if (resume) {
+    model = models::load_checkpoint(checkpoint_path, device).model;
+  } else if (o.stage == 2) {
+    if (o.init_checkpoint.empty())
+      SEGICL_THROW(UsageError, "stage 2 starts from a stage-1 checkpoint", "", "pass --init runs/<stage1>/checkpoint.pt");
+    auto loaded = models::load_checkpoint(o.init_checkpoint, device);
+    model = loaded.model;
+    init_meta = loaded.meta;
+  } else {
+    model = models::SegICLModel(models::load_preset(o.preset));
+    model->to(device);
+  }
+  if (o.stage == 2 && o.lora_rank > 0) model->enable_lora(o.lora_rank, model->config().lora_alpha);
+  model->set_stage(o.stage);
+  model->train();
+  std::vector<torch::Tensor> parameters;
+  for (auto& p : model->parameters_for_stage(o.stage))
+    if (p.requires_grad()) parameters.push_back(p);
+  int64_t trainable = 0;
+  for (auto& p : parameters) trainable += p.numel();
+  logger->info("stage {} on {}: {} trainable parameters, batch {}, {} steps", o.stage, device.str(), trainable,
+               o.batch_size, o.steps);
+
+  torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay));
+
+  // ---- data -------------------------------------------------------------------------------
+  auto pack = data::Pack::open(o.pack);
+  if (pack->channels() != model->config().in_channels)
+    SEGICL_THROW(UsageError, "pack has " + std::to_string(pack->channels()) + " channels, the model expects " +
+                                 std::to_string(model->config().in_channels),
+                 o.pack, "re-pack with the model's channel setting");
+  o.episodes.resolution = static_cast<int>(model->config().resolution);
+  if (o.stage == 1) o.episodes.min_context = o.episodes.max_context = 0;  // stage 1 needs masks only
+  o.episodes.max_context = std::min<int>(o.episodes.max_context, static_cast<int>(model->config().max_context()));
+  data::EpisodeSampler sampler(pack, o.episodes, derive_seed(o.seed, "episodes"));
+
+  int64_t start_step = 0;
+  double best_val = -1;
+  if (resume) {
+    torch::serialize::InputArchive archive;
+    archive.load_from(checkpoint_path);
+    torch::serialize::InputArchive optimizer_archive;
+    archive.read("optimizer", optimizer_archive);
+    optimizer.load(optimizer_archive);
+    c10::IValue state;
+    archive.read("trainer", state);
+    Json trainer = Json::parse(state.toStringRef());
+    start_step = trainer.at("step");
+    best_val = trainer.value("best_val", -1.0);
+    sampler.restore(trainer.at("sampler"));
+    torch::Tensor rng;
+    archive.read("rng_cpu", rng);
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng);
+    logger->info("resumed {} at step {}", checkpoint_path, start_step);
+  }
+  write_file_atomic((dir / "config.resolved.json").string(),
+                    Json{{"train", o.to_json()}, {"model", model->config().to_json()}}.dump(2));
+
+  data::EpisodeBatch val_batch;
+  const bool has_val = !o.val_pack.empty();
+  if (has_val) val_batch = validation_batch(o.val_pack, o, model->config().resolution);
+
+  std::unique_ptr<BatchPrefetcher> prefetcher;
+  auto save = [&](const std::string& path, int64_t step, bool with_state) {
+    Json meta{{"stage", o.stage}, {"step", step}, {"seed", o.seed}, {"train", o.to_json()},
+              {"pack_header", Json::parse(pack->header_json()).value("tasks", Json::array())},
+              {"best_val_dice", best_val}};
+    if (!init_meta.is_null()) meta["init_from"] = {{"path", o.init_checkpoint}, {"step", init_meta.value("step", 0)}};
+    models::SaveOptions so;
+    if (with_state) {
+      so.extra = [&](torch::serialize::OutputArchive& archive) {
+        torch::serialize::OutputArchive optimizer_archive;
+        optimizer.save(optimizer_archive);
+        archive.write("optimizer", optimizer_archive);
+        archive.write("trainer", c10::IValue(Json{{"step", step}, {"best_val", best_val}, {"sampler", prefetcher->state_of_next()}}.dump()));
+        archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+      };
+    }
+    models::save_checkpoint(path, *model, meta, so);
+  };
+
+  // ---- the loop ---------------------------------------------------------------------------
+  prefetcher = std::make_unique<BatchPrefetcher>(sampler, static_cast<int>(o.batch_size), device.is_cuda() ? 4 : 1);
+  std::ofstream csv((dir / "log.csv").string(), std::ios::app);
+  if (start_step == 0) csv << "step,loss,learning_rate,steps_per_second,elapsed_seconds,val_dice\n";
+  std::ofstream metrics((dir / "metrics.jsonl").string(), std::ios::app);
+  const auto started = std::chrono::steady_clock::now();
+  auto window_start = started;
+  double window_loss = 0;
+  int64_t window_steps = 0, step = start_step;
+  TrainResult result;
+  for (; step < o.steps; ++step) {
+    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (g_stop.load() || (o.max_seconds > 0 && elapsed > o.max_seconds)) {
+      result.interrupted = g_stop.load();
+      break;
+    }
+    const double lr = learning_rate_at(o, step);
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    auto batch = prefetcher->next().to(device);
+    optimizer.zero_grad();
+    torch::Tensor loss;
+    {
+      AutocastScope scope(autocast);
+      loss = o.stage == 1 ? model->stage1_loss(batch.query_masks, batch.query_images, batch.instructions).total
+                          : model->stage2_loss(batch);
+    }
+    if (!std::isfinite(loss.item<double>()))
+      SEGICL_THROW(Error, "loss became " + std::to_string(loss.item<double>()) + " at step " + std::to_string(step), run_dir,
+                   "lower the learning rate or resume from the last checkpoint");
+    loss.backward();
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters, o.grad_clip);
+    optimizer.step();
+    window_loss += loss.item<double>();
+    ++window_steps;
+
+    const int64_t done = step + 1;
+    double val_dice = -1;
+    if (has_val && o.val_every > 0 && done % o.val_every == 0) {
+      auto [dice, atlas] = validate(*model, val_batch, o.stage, device);
+      val_dice = dice;
+      logger->info("step {}: validation Dice {:.4f} (atlas of the examples {:.4f})", done, dice, atlas);
+      metrics << Json{{"step", done}, {"val_dice", dice}, {"val_atlas_dice", atlas}}.dump() << "\n";
+      if (dice > best_val) {
+        best_val = dice;
+        save((dir / "best.pt").string(), done, false);
+      }
+    }
+    if (done % o.log_every == 0 || done == o.steps) {
+      auto now = std::chrono::steady_clock::now();
+      double window = std::chrono::duration<double>(now - window_start).count();
+      double rate = window_steps / std::max(window, 1e-9);
+      double total = std::chrono::duration<double>(now - started).count();
+      result.last_loss = window_loss / window_steps;
+      result.steps_per_second = rate;
+      logger->info("step {}/{} loss {:.4f} lr {:.2e} {:.2f} steps/s ETA {:.0f} s", done, o.steps, result.last_loss,
+                   lr, rate, (o.steps - done) / std::max(rate, 1e-9));
+      csv << done << "," << result.last_loss << "," << lr << "," << rate << "," << total << ","
+          << (val_dice >= 0 ? std::to_string(val_dice) : "") << "\n";
+      csv.flush();
+      metrics << Json{{"step", done}, {"loss", result.last_loss}, {"lr", lr}, {"steps_per_second", rate}}.dump() << "\n";
+      metrics.flush();
+      window_loss = 0;
+      window_steps = 0;
+      window_start = now;
+    }
+    if (done % o.checkpoint_every == 0 && done < o.steps) save(checkpoint_path, done, true);
+  }
+  save(checkpoint_path, step, true);
+  prefetcher.reset();
+  result.step = step;
+  logger->info("{} at step {}: {}", result.interrupted ? "interrupted" : "stopped", step, checkpoint_path);
+  return result;
+}
+
+}  // namespace segicl::train

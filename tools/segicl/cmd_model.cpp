@@ -1,0 +1,69 @@
+// `segicl model info|export`: presets with parameter counts and FLOPs; fp16 export for shipping.
+#include <cstdio>
+#include <filesystem>
+
+#include "common.h"
+#include "segicl/core/error.h"
+#include "segicl/models/checkpoint.h"
+#include "segicl/models/config.h"
+
+namespace segicl::cli {
+namespace {
+
+void print_info(const models::ModelConfig& config, const std::string& name) {
+  std::printf("%-8s R=%lld  T=%lld tokens/query  n=%lld tokens/example  k<=%lld  params %.2f M\n", name.c_str(),
+              static_cast<long long>(config.resolution), static_cast<long long>(config.num_condition_tokens),
+              static_cast<long long>(config.tokens_per_example), static_cast<long long>(config.max_context()),
+              models::count_parameters(config) / 1e6);
+  for (const auto& [part, count] : models::count_parameters_by_part(config))
+    std::printf("           %-18s %12.3f M\n", part.c_str(), count / 1e6);
+  for (int k : {0, 1, 3, 8})
+    std::printf("           GFLOPs/query (estimate) k=%d, 4 DDIM steps: %.2f\n", k, models::flops_per_query(config, k, 4) / 1e9);
+}
+
+}  // namespace
+
+void register_model(CLI::App& app, GlobalOptions& global) {
+  auto* cmd = app.add_subcommand("model", "Inspect presets and checkpoints; export for shipping");
+  cmd->require_subcommand(1);
+  auto* info = cmd->add_subcommand("info", "Parameter counts and FLOPs per query of presets or a checkpoint\n  e.g. segicl model info --preset tiny,cpu,gpu,paper");
+  static std::string presets = "tiny,cpu,gpu,paper", checkpoint;
+  info->add_option("--preset", presets, "Comma-separated preset names")->capture_default_str();
+  info->add_option("--checkpoint", checkpoint, "A checkpoint to describe instead");
+  info->callback([&global] {
+    start(global);
+    if (!checkpoint.empty()) {
+      auto meta = models::read_checkpoint_meta(checkpoint);
+      print_info(models::ModelConfig::from_json(meta["config"], checkpoint), "checkpoint");
+      std::printf("stage %d, step %lld, weights %s, created %s\n", meta.value("stage", 0),
+                  static_cast<long long>(meta.value("step", 0)), meta.value("weights_dtype", "?").c_str(),
+                  meta.value("created", "?").c_str());
+      return;
+    }
+    for (size_t begin = 0; begin < presets.size();) {
+      size_t comma = presets.find(',', begin);
+      std::string name = presets.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+      print_info(models::load_preset(name), name);
+      begin = comma == std::string::npos ? presets.size() : comma + 1;
+    }
+  });
+  auto* exp = cmd->add_subcommand("export", "Write a weights-only checkpoint (fp16 by default) for shipping\n  e.g. segicl model export runs/s2/best.pt models/segicl-cpu.pt");
+  static std::string in, out;
+  static bool fp32 = false;
+  exp->add_option("input", in, "Checkpoint")->required();
+  exp->add_option("output", out, "Output checkpoint")->required();
+  exp->add_flag("--fp32", fp32, "Keep fp32 weights");
+  exp->callback([&global] {
+    start(global);
+    auto loaded = models::load_checkpoint(in);
+    auto meta = loaded.meta;
+    meta.erase("format");
+    meta["exported_from"] = std::filesystem::path(in).filename().string();
+    models::SaveOptions so;
+    so.half = !fp32;
+    models::save_checkpoint(out, *loaded.model, meta, so);
+    std::printf("%s -> %s (%.1f MiB)\n", in.c_str(), out.c_str(), std::filesystem::file_size(out) / 1048576.0);
+  });
+}
+
+}  // namespace segicl::cli
