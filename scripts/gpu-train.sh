@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The one prepared command for the lent GPU machine: build segicl against its PyTorch's LibTorch
+# (or reuse a carried build), train stage 1 then stage 2 from carried packs within a wall-clock
+# budget, and write fp16 checkpoints (split into <= 15 MiB parts), logs and the CUDA binary to $OUT.
+# Carry: runs/train128.pack runs/val128.pack .gpu-deps [build-gpu] [an INIT checkpoint].
+# Env: BUDGET (s, default 540), PRESET (cpu), S1_SHARE (0.4), BATCH1 (64), BATCH2 (48),
+#      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights).
+set -uo pipefail
+: "${OUT:?set OUT to the folder that comes back}"
+BUDGET=${BUDGET:-540}
+PRESET=${PRESET:-cpu}
+PACK=${PACK:-runs/train128.pack}
+VAL=${VAL:-runs/val128.pack}
+S1_SHARE=${S1_SHARE:-0.4}
+BATCH1=${BATCH1:-64}
+BATCH2=${BATCH2:-48}
+INIT=${INIT:-}
+t0=$SECONDS
+exec > >(tee -a "$OUT/gpu-train.log") 2>&1
+left() { echo $((BUDGET - (SECONDS - t0))); }
+rate_of() { sed -n 's/.*, \([0-9.]*\) steps\/s.*/\1/p' | tail -n 1; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if build-gpu/bin/segicl --help > /dev/null 2>&1; then
+  echo "using the carried build"
+else
+  bash scripts/gpu-build.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -n 60 "$OUT/build.log"; exit 1; }
+fi
+echo "build ready at $((SECONDS - t0)) s"
+bin="build-gpu/bin/segicl --threads $(nproc)"
+cp build-gpu/bin/segicl "$OUT/segicl-cuda" && strip "$OUT/segicl-cuda" 2> /dev/null
+
+common="--pack $PACK --device cuda --log-every 100"
+if [ -z "$INIT" ]; then
+  # Stage 1: measure the step rate on a short probe, then size the run to its share of the budget
+  # so the cosine schedule completes.
+  rate=$($bin train --stage 1 --preset "$PRESET" $common --out /tmp/probe1 --steps 30 --batch-size "$BATCH1" | rate_of)
+  seconds=$(python3 -c "print(int(($(left) - 60) * $S1_SHARE))")
+  steps=$(python3 -c "print(max(50, int(${rate:-1} * $seconds * 0.9)))")
+  echo "stage 1: ${rate} steps/s -> $steps steps in ~$seconds s"
+  $bin train --stage 1 --preset "$PRESET" $common --out runs/gpu-s1 --steps "$steps" --batch-size "$BATCH1" \
+    --lr 1e-3 --warmup 200 --checkpoint-every 1000000 --max-seconds "$seconds"
+  INIT=runs/gpu-s1/checkpoint.pt
+  keep_stage1="yes"
+fi
+echo "stage 1 done at $((SECONDS - t0)) s"
+rate=$($bin train --stage 2 --init "$INIT" $common --out /tmp/probe2 --steps 20 --batch-size "$BATCH2" | rate_of)
+seconds=$(($(left) - 45))
+steps=$(python3 -c "print(max(50, int(${rate:-1} * $seconds * 0.85)))")
+echo "stage 2: ${rate} steps/s -> $steps steps in ~$seconds s"
+$bin train --stage 2 --init "$INIT" $common --val-pack "$VAL" --out runs/gpu-s2 --steps "$steps" \
+  --batch-size "$BATCH2" --lr 5e-4 --warmup 200 --val-every 500 --val-episodes 64 \
+  --checkpoint-every 1000000 --max-seconds "$seconds"
+echo "stage 2 done at $((SECONDS - t0)) s"
+
+for name in checkpoint best; do
+  if [ -f "runs/gpu-s2/$name.pt" ]; then
+    $bin model export "runs/gpu-s2/$name.pt" "/tmp/$name-fp16.pt"
+    bash scripts/split-checkpoint.sh "/tmp/$name-fp16.pt" "$OUT/gpu-s2-$name.pt"
+  fi
+done
+tar czf "$OUT/logs.tar.gz" runs/gpu-s1/*.csv runs/gpu-s1/*.jsonl runs/gpu-s1/*.json runs/gpu-s2/*.csv \
+  runs/gpu-s2/*.jsonl runs/gpu-s2/*.json 2> /dev/null
+echo "all done at $((SECONDS - t0)) s"
