@@ -29,7 +29,7 @@ struct ModelConfig {
   int64_t ae_channels = 32;     // base conv width of the autoencoder (2x after the first stride)
 
   // ---- latent denoiser (§3.4, Eq. 6: SD + ControlNet at our scale) ---------------------------
-  int64_t unet_channels = 64;                       // base UNet width; time embedding is 4x this
+  int64_t unet_channels = 48;                       // base UNet width; time embedding is 4x this
   std::vector<int64_t> unet_channel_mult = {1, 2, 2};  // width multiplier per resolution level
   int64_t unet_res_blocks = 1;                      // ResBlocks per level (encoder and decoder)
   int64_t unet_heads = 4;                           // heads of the cross-attention to c_t
@@ -40,16 +40,16 @@ struct ModelConfig {
   std::string noise_schedule = "cosine";  // "cosine" (Nichol & Dhariwal) or "scaled_linear" (SD)
 
   // ---- vision encoder (§3.3: ViT + one randomly initialised cross-attention layer) -----------
-  int64_t vision_width = 192;    // ViT width
+  int64_t vision_width = 128;    // ViT width
   int64_t vision_layers = 4;     // pre-LN blocks
   int64_t vision_heads = 4;      // heads (must divide vision_width)
-  int64_t vision_mlp_dim = 768;  // MLP hidden width
+  int64_t vision_mlp_dim = 512;  // MLP hidden width
 
   // ---- causal transformer (the paper's LLM) and projector ------------------------------------
-  int64_t d_model = 256;          // width
+  int64_t d_model = 192;          // width
   int64_t num_layers = 4;         // pre-LN blocks
   int64_t num_heads = 4;          // heads (must divide d_model)
-  int64_t mlp_dim = 1024;         // MLP hidden width (GELU, two matrices)
+  int64_t mlp_dim = 768;          // MLP hidden width (GELU, two matrices)
   int64_t max_text_tokens = 64;   // instruction length incl. BOS and EOS; longer text is truncated
   int64_t max_seq_len = 640;      // learned positions; bounds the number of context pairs
   bool query_bidirectional = true;  // query tokens also see each other (prefix-LM over the query)
