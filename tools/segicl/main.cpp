@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   cli::register_pack(app, global);
   cli::register_model(app, global);
   cli::register_train(app, global);
+  cli::register_segment(app, global);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,253 @@
+// Segmenter: output geometry on oblique/anisotropic grids (and via nibabel), 2D and mixed
+// 2D/3D examples, text-only, determinism, uncertainty, context cap, typed input errors; plus the
+// example-slice helpers of data/examples.h that the segmenter relies on.
+#include "segicl/infer/segmenter.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "segicl/core/error.h"
+#include "segicl/data/examples.h"
+#include "test_support.h"
+
+namespace segicl::infer {
+namespace {
+
+using testing::blob_volume;
+using testing::oblique_geometry;
+using testing::temp_dir;
+using testing::tiny_checkpoint;
+
+const Segmenter& tiny_segmenter() {
+  static const Segmenter segmenter(tiny_checkpoint());
+  return segmenter;
+}
+
+SegmentOptions fast() {
+  SegmentOptions o;
+  o.ddim_steps = 2;
+  o.batch_slices = 8;
+  return o;
+}
+
+void expect_same_geometry(const io::Geometry& a, const io::Geometry& b) {
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_DOUBLE_EQ(a.spacing[i], b.spacing[i]) << "spacing " << i;
+    EXPECT_DOUBLE_EQ(a.origin[i], b.origin[i]) << "origin " << i;
+  }
+  for (int i = 0; i < 9; ++i) EXPECT_DOUBLE_EQ(a.direction[i], b.direction[i]) << "direction " << i;
+  EXPECT_EQ(a.spacing_known, b.spacing_known);
+}
+
+TEST(Segmenter, VolumeOutputsHaveTheQuerysExactGridOnAnObliqueAnisotropicVolume) {
+  auto [query, query_labels] = blob_volume({20, 26, 9}, oblique_geometry());
+  io::Geometry other;
+  other.spacing = {1.0, 1.0, 2.5};
+  auto [example_image, example_labels] = blob_volume({18, 18, 12}, other);
+  auto result = tiny_segmenter().segment(query, {{example_image, example_labels, 2, "ex"}}, "segment the blob", fast());
+  for (auto size : {result.mask.size, result.probability.size, result.uncertainty.size}) EXPECT_EQ(size, query.size);
+  EXPECT_EQ(result.mask.dims, 3);
+  EXPECT_EQ(result.probability.dims, 3);
+  expect_same_geometry(result.mask.geometry, query.geometry);
+  expect_same_geometry(result.probability.geometry, query.geometry);
+  expect_same_geometry(result.uncertainty.geometry, query.geometry);
+  EXPECT_EQ(static_cast<int64_t>(result.mask.labels.size()), query.num_voxels());
+  EXPECT_EQ(static_cast<int64_t>(result.probability.voxels.size()), query.num_voxels());
+  EXPECT_EQ(result.num_context, 3);
+  EXPECT_EQ(result.slices, 9);  // 3.0 mm is clearly the coarsest axis: sliced along it
+  EXPECT_EQ(result.through_axis, 2);
+  for (float p : result.probability.voxels) ASSERT_TRUE(p >= 0.0f && p <= 1.0f);
+
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  const auto dir = temp_dir();
+  const auto mask_path = (dir / "mask.nii.gz").string(), image_path = (dir / "query.nii.gz").string();
+  io::write_image(query, image_path);
+  io::write_labels(result.mask, mask_path);
+  io::write_image(result.probability, (dir / "prob.nii.gz").string());
+  io::write_image(result.uncertainty, (dir / "unc.nii.gz").string());
+  for (const char* name : {"mask.nii.gz", "prob.nii.gz", "unc.nii.gz"}) {
+    auto back = io::read_image((dir / name).string());
+    EXPECT_EQ(back.size, query.size) << name;
+    EXPECT_TRUE(back.geometry.same_as(query.geometry)) << name;
+  }
+
+  // Independent reader: nibabel's shape and affine of our mask must equal the query image's.
+  if (std::system("/usr/bin/python3 -c 'import nibabel' > /dev/null 2>&1") != 0) GTEST_SKIP() << "no nibabel";
+  const auto script = (dir / "compare.py").string();
+  std::ofstream(script) << "import sys, nibabel, numpy as np\n"
+                           "a = nibabel.load(sys.argv[1]); b = nibabel.load(sys.argv[2])\n"
+                           "ok = a.shape == b.shape and np.allclose(a.affine, b.affine, atol=1e-4)\n"
+                           "print(a.shape, b.shape); print(a.affine); print(b.affine)\n"
+                           "sys.exit(0 if ok else 1)\n";
+  EXPECT_EQ(std::system(("/usr/bin/python3 " + script + " " + mask_path + " " + image_path).c_str()), 0);
+}
+
+TEST(Segmenter, PngQueryWith2dExamplesGivesA2dMaskOfTheSameSize) {
+  io::Geometry flat;
+  flat.spacing_known = false;
+  auto [query, unused] = blob_volume({40, 30, 1}, flat, 2);
+  auto [ex_image, ex_labels] = blob_volume({36, 36, 1}, flat, 2, 1);
+  if (io::available()) {
+    const auto path = (temp_dir() / "query.png").string();
+    io::write_image(query, path);
+    query = io::read_image(path);
+  }
+  auto result = tiny_segmenter().segment(query, {{ex_image, ex_labels, -1, ""}, {ex_image, ex_labels, 1, ""}}, "", fast());
+  EXPECT_EQ(result.mask.dims, 2);
+  EXPECT_EQ(result.mask.size, query.size);
+  EXPECT_EQ(result.slices, 1);
+  EXPECT_EQ(result.num_context, 2);
+  if (!io::available()) return;
+  const auto out = (temp_dir() / "mask.png").string();
+  io::write_labels(result.mask, out);
+  auto back = io::read_labels(out);
+  EXPECT_EQ(back.size, query.size);
+  EXPECT_EQ(back.labels, result.mask.labels);
+}
+
+TEST(Segmenter, ThreeDExamplesGiveSpreadSlicesToA2dQuery) {
+  io::Geometry flat;
+  flat.spacing_known = false;
+  auto [query, unused] = blob_volume({32, 32, 1}, flat, 2);
+  io::Geometry thick;
+  thick.spacing = {1, 1, 4};
+  auto [ex_image, ex_labels] = blob_volume({24, 24, 15}, thick);
+  auto options = fast();
+  options.slices_per_example = 4;
+  auto result = tiny_segmenter().segment(query, {{ex_image, ex_labels, 2, ""}}, "", options);
+  EXPECT_EQ(result.num_context, 4);
+  EXPECT_EQ(result.mask.size, query.size);
+}
+
+TEST(Segmenter, ContextIsCappedAtMaxContextAcrossExamples) {
+  io::Geometry thick;
+  thick.spacing = {1, 1, 4};
+  auto [ex_image, ex_labels] = blob_volume({16, 16, 15}, thick);
+  auto [query, unused] = blob_volume({16, 16, 4}, thick);
+  const auto cap = tiny_segmenter().max_context();
+  std::vector<Example> examples;
+  for (int64_t i = 0; i < cap; ++i) examples.push_back({ex_image, ex_labels, -1, ""});
+  auto result = tiny_segmenter().segment(query, examples, "", fast());
+  EXPECT_EQ(result.num_context, cap);
+}
+
+TEST(Segmenter, TextOnlyAndNothingAtAllBothRun) {
+  auto [query, unused] = blob_volume({16, 20, 5}, oblique_geometry());
+  auto text_only = tiny_segmenter().segment(query, {}, "segment the liver", fast());
+  EXPECT_EQ(text_only.num_context, 0);
+  EXPECT_EQ(text_only.mask.size, query.size);
+  auto nothing = tiny_segmenter().segment(query, {}, "", fast());
+  EXPECT_EQ(nothing.mask.size, query.size);
+}
+
+TEST(Segmenter, SameSeedGivesIdenticalProbabilityAndSamplesGiveNonNegativeUncertainty) {
+  auto [query, unused] = blob_volume({16, 20, 5}, oblique_geometry());
+  auto [ex_image, ex_labels] = blob_volume({16, 16, 8}, io::Geometry{});
+  std::vector<Example> examples{{ex_image, ex_labels, -1, ""}};
+  auto options = fast();
+  options.seed = 7;
+  auto a = tiny_segmenter().segment(query, examples, "liver", options);
+  auto b = tiny_segmenter().segment(query, examples, "liver", options);
+  EXPECT_EQ(a.probability.voxels, b.probability.voxels);
+  for (float v : a.uncertainty.voxels) ASSERT_EQ(v, 0.0f);  // one sample: no spread
+  options.num_samples = 3;
+  auto c = tiny_segmenter().segment(query, examples, "liver", options);
+  double total = 0;
+  for (float v : c.uncertainty.voxels) {
+    ASSERT_GE(v, 0.0f);
+    total += v;
+  }
+  EXPECT_GT(total, 0.0);  // random weights, different noise per sample: some spread somewhere
+  EXPECT_EQ(c.uncertainty.size, query.size);
+}
+
+TEST(Segmenter, ExampleWithEmptyMaskIsADataErrorNamingTheExample) {
+  auto [query, unused] = blob_volume({16, 16, 4}, io::Geometry{});
+  auto [ex_image, ex_labels] = blob_volume({16, 16, 4}, io::Geometry{});
+  auto empty = ex_labels;
+  std::fill(empty.labels.begin(), empty.labels.end(), 0);
+  try {
+    tiny_segmenter().segment(query, {{ex_image, ex_labels, -1, "a.nii.gz"}, {ex_image, empty, -1, "b.nii.gz"}}, "", fast());
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(e.message().find("example 2 (b.nii.gz)"), std::string::npos) << e.message();
+    EXPECT_FALSE(e.hint().empty());
+  }
+  try {
+    tiny_segmenter().segment(query, {{ex_image, ex_labels, 7, "a.nii.gz"}}, "", fast());
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(e.message().find("example 1 (a.nii.gz) has no voxel of label 7"), std::string::npos) << e.message();
+  }
+}
+
+TEST(Segmenter, MismatchedGridsAndBuffersAreTypedErrors) {
+  auto [query, unused] = blob_volume({16, 16, 4}, io::Geometry{});
+  auto [ex_image, ex_labels] = blob_volume({16, 16, 4}, io::Geometry{});
+  auto [other_image, other_labels] = blob_volume({16, 16, 5}, io::Geometry{});
+  EXPECT_THROW(tiny_segmenter().segment(query, {{ex_image, other_labels, -1, ""}}, "", fast()), DataError);
+  auto truncated = query;
+  truncated.voxels.resize(10);
+  EXPECT_THROW(tiny_segmenter().segment(truncated, {}, "x", fast()), ShapeError);
+  auto empty = query;
+  empty.size = {0, 16, 4};
+  EXPECT_THROW(tiny_segmenter().segment(empty, {}, "x", fast()), DataError);
+  auto bad = fast();
+  bad.num_samples = 0;
+  EXPECT_THROW(tiny_segmenter().segment(query, {}, "x", bad), UsageError);
+  bad = fast();
+  bad.postprocess = {"dilate"};
+  EXPECT_THROW(tiny_segmenter().segment(query, {}, "x", bad), UsageError);
+}
+
+TEST(Segmenter, MissingModelFileIsAnIoError) {
+  EXPECT_THROW(Segmenter((temp_dir() / "no-such-model.pt").string()), IoError);
+  EXPECT_THROW(resolve_device("tpu"), UsageError);
+  EXPECT_TRUE(resolve_device("cpu").is_cpu());
+}
+
+TEST(Segmenter, PostprocessingRunsOnTheMask) {
+  auto [query, unused] = blob_volume({16, 16, 4}, io::Geometry{});
+  auto options = fast();
+  options.threshold = 0.0;  // everything foreground: one component, no holes
+  options.postprocess = {"largest-cc", "fill-holes"};
+  auto result = tiny_segmenter().segment(query, {}, "x", options);
+  int64_t fg = 0;
+  for (auto v : result.mask.labels) fg += v != 0;
+  EXPECT_GT(fg, 0);
+}
+
+data::PreparedVolume labelled_slices(int64_t slices, int64_t first, int64_t last) {
+  data::PreparedVolume v;
+  v.image = torch::zeros({1, slices, 8, 8});
+  v.labels = torch::zeros({slices, 8, 8}, torch::kInt32);
+  v.labels.slice(0, first, last + 1).slice(1, 2, 6).slice(2, 2, 6).fill_(3);
+  v.through_axis = 2;
+  v.source_size = {8, 8, slices};
+  return v;
+}
+
+TEST(SpreadExampleSlices, PositivesTenToThirtyAndCountThreeGiveTenTwentyThirty) {
+  auto v = labelled_slices(40, 10, 30);
+  EXPECT_EQ(data::spread_example_slices(v, {3}, 3), (std::vector<int64_t>{10, 20, 30}));
+  EXPECT_EQ(data::spread_example_slices(v, {}, 1), (std::vector<int64_t>{20}));
+  EXPECT_EQ(data::spread_example_slices(v, {3}, 5), (std::vector<int64_t>{10, 15, 20, 25, 30}));
+  EXPECT_TRUE(data::spread_example_slices(v, {4}, 3).empty());
+  EXPECT_EQ(data::spread_example_slices(v, {3}, 0).size(), 0u);
+}
+
+TEST(SpreadExampleSlices, FewPositivesAreAllReturnedAndTinySlicesNeedMinPixels) {
+  auto v = labelled_slices(10, 4, 5);
+  EXPECT_EQ(data::spread_example_slices(v, {3}, 3), (std::vector<int64_t>{4, 5}));
+  EXPECT_TRUE(data::spread_example_slices(v, {3}, 3, 17).empty());  // 16 pixels per slice
+  auto plane = data::binary_plane(v, 4, {3}, 16);
+  EXPECT_EQ(plane.sizes(), (torch::IntArrayRef{1, 16, 16}));
+  EXPECT_EQ(plane.sum().item<float>(), 64.0f);  // 4x4 of 8x8 -> 8x8 of 16x16
+  EXPECT_EQ(data::binary_plane(v, 0, {3}, 16).sum().item<float>(), 0.0f);
+  EXPECT_THROW(data::binary_plane(v, 10, {3}, 16), ShapeError);
+}
+
+}  // namespace
+}  // namespace segicl::infer
