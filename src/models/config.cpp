@@ -77,6 +77,7 @@ void ModelConfig::validate(const std::string& origin) const {
   if (diffusion_steps < 2) fail("diffusion_steps must be >= 2");
   if (noise_schedule != "cosine" && noise_schedule != "scaled_linear")
     fail("noise_schedule must be \"cosine\" or \"scaled_linear\"");
+  if (prediction != "epsilon" && prediction != "v") fail("prediction must be \"epsilon\" or \"v\"");
   if (lora_rank < 0) fail("lora_rank must be >= 0");
 }
 
@@ -98,6 +99,7 @@ config::Json ModelConfig::to_json() const {
                       {"hint_channels", hint_channels},
                       {"diffusion_steps", diffusion_steps},
                       {"noise_schedule", noise_schedule},
+                      {"prediction", prediction},
                       {"vision_width", vision_width},
                       {"vision_layers", vision_layers},
                       {"vision_heads", vision_heads},
@@ -138,6 +140,7 @@ ModelConfig ModelConfig::from_json(const config::Json& j, const std::string& ori
     SEGICL_READ(hint_channels);
     SEGICL_READ(diffusion_steps);
     SEGICL_READ(noise_schedule);
+    SEGICL_READ(prediction);
     SEGICL_READ(vision_width);
     SEGICL_READ(vision_layers);
     SEGICL_READ(vision_heads);

@@ -244,6 +244,13 @@ torch::Tensor LatentDenoiserImpl::forward_features(const torch::Tensor& x_t, con
   return out_conv_(torch::silu(out_norm_(h)));
 }
 
+torch::Tensor LatentDenoiserImpl::target(const torch::Tensor& z0, const torch::Tensor& t,
+                                         const torch::Tensor& noise) const {
+  if (config_.prediction != "v") return noise;
+  auto ab = schedule_.alpha_bar(t).view({-1, 1, 1, 1});
+  return ab.sqrt() * noise - (1 - ab).sqrt() * z0;
+}
+
 torch::Tensor LatentDenoiserImpl::q_sample(const torch::Tensor& z0, const torch::Tensor& t,
                                            const torch::Tensor& noise) const {
   auto ab = schedule_.alpha_bar(t).view({-1, 1, 1, 1});
@@ -271,9 +278,11 @@ torch::Tensor LatentDenoiserImpl::ddim_sample(const torch::Tensor& cond, const t
     const double a = schedule_.alpha_bar(ts[j]);
     const double a_prev = j > 0 ? schedule_.alpha_bar(ts[j - 1]) : 1.0;
     auto t = torch::full({b}, ts[j], torch::TensorOptions().dtype(torch::kLong).device(device));
-    auto eps = forward_features(x, t, cond, keyword, hint);
-    auto x0 = ((x - std::sqrt(1 - a) * eps) / std::sqrt(a)).clamp(-1.0, 1.0);
-    eps = (x - std::sqrt(a) * x0) / std::sqrt(1 - a);
+    auto out = forward_features(x, t, cond, keyword, hint);
+    auto x0 = config_.prediction == "v" ? std::sqrt(a) * x - std::sqrt(1 - a) * out
+                                        : (x - std::sqrt(1 - a) * out) / std::sqrt(a);
+    x0 = x0.clamp(-1.0, 1.0);
+    auto eps = (x - std::sqrt(a) * x0) / std::sqrt(1 - a);
     const double sigma = eta * std::sqrt((1 - a_prev) / (1 - a)) * std::sqrt(1 - a / a_prev);
     x = std::sqrt(a_prev) * x0 + std::sqrt(std::max(1 - a_prev - sigma * sigma, 0.0)) * eps;
     if (sigma > 0) x = x + sigma * torch::randn(x.sizes(), generator, cpu).to(device);

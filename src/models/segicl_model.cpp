@@ -79,7 +79,7 @@ Stage1Losses SegICLModelImpl::stage1_loss(const torch::Tensor& masks, const torc
   auto z0 = latent.detach();
   auto noise = torch::randn_like(z0);
   auto eps = denoiser(denoiser->q_sample(z0, t, noise), t, cond, keyword, images);
-  out.diffusion = torch::mse_loss(eps, noise);
+  out.diffusion = torch::mse_loss(eps, denoiser->target(z0, t, noise));
   out.total = config_.ae_loss_weight * out.reconstruction + config_.diffusion_loss_weight * out.diffusion;
   return out;
 }

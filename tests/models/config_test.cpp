@@ -23,6 +23,7 @@ TEST(ModelConfig, JsonRoundTripPreservesEveryField) {
   c.noise_schedule = "scaled_linear";
   c.query_bidirectional = false;
   c.lora_alpha = 7.5;
+  c.prediction = "epsilon";
   auto back = ModelConfig::from_json(c.to_json(), "test");
   EXPECT_EQ(back.to_json(), c.to_json());
 }

@@ -37,7 +37,7 @@ class LatentDenoiserImpl : public torch::nn::Module {
  public:
   explicit LatentDenoiserImpl(const ModelConfig& config);
 
-  // Predicted noise [B, z, s, s] (s = R/8) for x_t [B, z, s, s] at timesteps t [B] (int64),
+  // Predicted noise (or v, see ModelConfig::prediction) [B, z, s, s] (s = R/8) for x_t [B, z, s, s] at timesteps t [B] (int64),
   // condition tokens cond [B, T', cond_dim] (any T'; the spatial injection needs T' = T),
   // keyword [B, cond_dim] and hint_image [B, C, R, R] (ignored when undefined or the config has
   // use_image_hint off). ShapeError on bad shapes.
@@ -54,6 +54,9 @@ class LatentDenoiserImpl : public torch::nn::Module {
   // x_t = sqrt(ab) z0 + sqrt(1 - ab) noise.
   torch::Tensor q_sample(const torch::Tensor& z0, const torch::Tensor& t,
                          const torch::Tensor& noise) const;
+
+  // The regression target of the UNet output: noise ("epsilon") or v (config prediction).
+  torch::Tensor target(const torch::Tensor& z0, const torch::Tensor& t, const torch::Tensor& noise) const;
 
   // Deterministic DDIM (eta = 0) or DDIM with noise (eta > 0) in `steps` evenly spaced steps;
   // returns latents [B, z, s, s]. All random numbers come from a CPU generator seeded with

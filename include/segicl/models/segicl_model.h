@@ -27,7 +27,7 @@ namespace segicl::models {
 
 struct Stage1Losses {
   torch::Tensor reconstruction;  // autoencoder BCE + soft Dice (scalar)
-  torch::Tensor diffusion;       // epsilon MSE of Eq. 6 on the detached AE latent (scalar)
+  torch::Tensor diffusion;       // MSE of Eq. 6 (epsilon or v target) on the detached AE latent
   torch::Tensor total;           // weighted sum (config ae_loss_weight, diffusion_loss_weight)
 };
 
