@@ -91,6 +91,25 @@ TEST_F(SegmentCli, BatchModeSegmentsEveryFileInTheFolder) {
   EXPECT_NE(run.err.find("[2/2]"), std::string::npos) << run.err;
 }
 
+TEST_F(SegmentCli, ExamplesDirPairsNnunetStyleImagesWithLabels) {
+  const auto examples = dir_ / "examples";
+  fs::create_directories(examples / "imagesTr");
+  fs::create_directories(examples / "labelsTr");
+  fs::copy_file(dir_ / "ex.nii.gz", examples / "imagesTr" / "ex_0000.nii.gz", fs::copy_options::overwrite_existing);
+  fs::copy_file(dir_ / "ex_labels.nii.gz", examples / "labelsTr" / "ex.nii.gz", fs::copy_options::overwrite_existing);
+  const auto mask = (dir_ / "from_dir.nii.gz").string();
+  auto run = run_segicl("segment " + (dir_ / "in" / "case_a_0000.nii.gz").string() + " -o " + mask + " --model " +
+                        tiny_checkpoint() + " --steps 1 --force --examples-dir " + examples.string() +
+                        " --example-label 2 --slices-per-example 2");
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.out.find("k=2"), std::string::npos) << run.out;
+  fs::remove(examples / "labelsTr" / "ex.nii.gz");
+  auto missing = run_segicl("segment " + (dir_ / "in" / "case_a_0000.nii.gz").string() + " -o " + mask +
+                            " --model " + tiny_checkpoint() + " --force --examples-dir " + examples.string());
+  EXPECT_EQ(missing.code, 3) << missing.err;
+  EXPECT_NE(missing.err.find("ex_0000.nii.gz"), std::string::npos) << missing.err;
+}
+
 TEST_F(SegmentCli, MissingExampleLabelFileExitsWithThreeAndAHint) {
   auto run = run_segicl("segment " + (dir_ / "in" / "case_a_0000.nii.gz").string() + " -o " +
                         (dir_ / "never.nii.gz").string() + " --model " + tiny_checkpoint() + " --example " +
