@@ -1,5 +1,6 @@
-// ModelConfig JSON, preset lookup and the analytic parameter / FLOP counts. The counts mirror the
-// module constructors in this folder one for one; models_test checks them against real modules.
+// ModelConfig JSON, preset lookup and the analytic parameter / FLOP counts. The
+// counts mirror the module constructors in this folder one for one; models_test
+// checks them against real modules.
 #include "segicl/models/config.h"
 
 #include <cmath>
@@ -46,8 +47,8 @@ int64_t ModelConfig::max_context() const {
   return (max_seq_len - max_text_tokens - num_condition_tokens) / (2 * tokens_per_example);
 }
 
-void ModelConfig::validate(const std::string& origin) const {
-  auto fail = [&](const std::string& what) {
+void ModelConfig::validate(const std::string &origin) const {
+  auto fail = [&](const std::string &what) {
     SEGICL_THROW(ConfigError, "invalid model config: " + what, origin,
                  "fix the value in the preset or --set override");
   };
@@ -117,7 +118,7 @@ config::Json ModelConfig::to_json() const {
                       {"diffusion_loss_weight", diffusion_loss_weight}};
 }
 
-ModelConfig ModelConfig::from_json(const config::Json& j, const std::string& origin) {
+ModelConfig ModelConfig::from_json(const config::Json &j, const std::string &origin) {
   config::Json merged = ModelConfig{}.to_json();
   config::merge_strict(merged, j, origin);
   ModelConfig c;
@@ -157,7 +158,7 @@ ModelConfig ModelConfig::from_json(const config::Json& j, const std::string& ori
     SEGICL_READ(ae_loss_weight);
     SEGICL_READ(diffusion_loss_weight);
 #undef SEGICL_READ
-  } catch (const config::Json::exception& e) {
+  } catch (const config::Json::exception &e) {
     SEGICL_THROW(ConfigError, std::string("model config value has the wrong type: ") + e.what(),
                  origin, "compare with configs/model/cpu.json");
   }
@@ -165,29 +166,29 @@ ModelConfig ModelConfig::from_json(const config::Json& j, const std::string& ori
   return c;
 }
 
-ModelConfig load_preset(const std::string& name_or_path) {
+ModelConfig load_preset(const std::string &name_or_path) {
   namespace fs = std::filesystem;
   std::vector<std::string> tried;
-  auto load = [](const std::string& path) {
+  auto load = [](const std::string &path) {
     return ModelConfig::from_json(config::read_json_file(path), path);
   };
   if (fs::is_regular_file(name_or_path)) return load(name_or_path);
   tried.push_back(name_or_path);
   std::vector<std::string> roots;
-  if (const char* env = std::getenv("SEGICL_CONFIGS"); env && *env) roots.emplace_back(env);
+  if (const char *env = std::getenv("SEGICL_CONFIGS"); env && *env) roots.emplace_back(env);
   roots.emplace_back(std::string(SEGICL_SOURCE_DIR) + "/configs");
-  for (const auto& root : roots) {
+  for (const auto &root : roots) {
     std::string path = root + "/model/" + name_or_path + ".json";
     if (fs::is_regular_file(path)) return load(path);
     tried.push_back(path);
   }
   std::string list;
-  for (const auto& t : tried) list += (list.empty() ? "" : ", ") + t;
+  for (const auto &t : tried) list += (list.empty() ? "" : ", ") + t;
   SEGICL_THROW(ConfigError, "model preset '" + name_or_path + "' not found (tried " + list + ")",
                name_or_path, "use tiny, cpu, gpu or paper, a JSON path, or set $SEGICL_CONFIGS");
 }
 
-std::vector<std::pair<std::string, int64_t>> count_parameters_by_part(const ModelConfig& c) {
+std::vector<std::pair<std::string, int64_t>> count_parameters_by_part(const ModelConfig &c) {
   const int64_t p = c.patch_size(), h = c.cond_hidden, d = c.cond_dim, T = c.num_condition_tokens;
   const int64_t vocab = Tokenizer::kVocabSize;
 
@@ -222,7 +223,8 @@ std::vector<std::pair<std::string, int64_t>> count_parameters_by_part(const Mode
     int64_t out = widths[i];
     if (i + 1 < levels) unet += conv(ch, ch, 3);
     unet += resblock(ch + out, out, temb) + cond_block(out);
-    for (int64_t r = 1; r < c.unet_res_blocks; ++r) unet += resblock(out, out, temb) + cond_block(out);
+    for (int64_t r = 1; r < c.unet_res_blocks; ++r)
+      unet += resblock(out, out, temb) + cond_block(out);
     ch = out;
   }
   unet += norm(ch) + conv(ch, z, 3);
@@ -247,18 +249,22 @@ std::vector<std::pair<std::string, int64_t>> count_parameters_by_part(const Mode
   int64_t transformer = vocab * dm + linear(d, dm) + 4 * dm + c.max_seq_len * dm +
                         c.num_layers * transformer_block(dm, c.mlp_dim) + norm(dm);
   int64_t projector = linear(dm, dm) + linear(dm, d);
-  return {{"condition_encoder", condition}, {"keyword_encoder", keyword}, {"autoencoder", ae},
-          {"denoiser", unet},               {"vision_encoder", vision},   {"transformer", transformer},
+  return {{"condition_encoder", condition},
+          {"keyword_encoder", keyword},
+          {"autoencoder", ae},
+          {"denoiser", unet},
+          {"vision_encoder", vision},
+          {"transformer", transformer},
           {"projector", projector}};
 }
 
-int64_t count_parameters(const ModelConfig& c) {
+int64_t count_parameters(const ModelConfig &c) {
   int64_t total = 0;
-  for (const auto& part : count_parameters_by_part(c)) total += part.second;
+  for (const auto &part : count_parameters_by_part(c)) total += part.second;
   return total;
 }
 
-double flops_per_query(const ModelConfig& c, int num_context, int ddim_steps) {
+double flops_per_query(const ModelConfig &c, int num_context, int ddim_steps) {
   // Multiply-adds; doubled at the end. Convs: out_pixels * in * out * k^2.
   auto conv_mac = [](double side, double in, double out, double k) {
     return side * side * in * out * k * k;
@@ -270,15 +276,17 @@ double flops_per_query(const ModelConfig& c, int num_context, int ddim_steps) {
   double mac = 0;
   // Condition encoder over K context masks.
   mac += K * T * (p * p * h + 2 * h * h + h * d);
-  // Vision encoder over K + 1 images: patch embedding, blocks, the cross-attention layer.
+  // Vision encoder over K + 1 images: patch embedding, blocks, the
+  // cross-attention layer.
   const double w = static_cast<double>(c.vision_width), vm = static_cast<double>(c.vision_mlp_dim);
   auto vision = [&](double queries) {
     return T * static_cast<double>(c.in_channels) * p * p * w +
-           c.vision_layers * (T * (4 * w * w + 2 * w * vm) + 2 * T * T * w) +
-           queries * 2 * w * w + 2 * T * w * w + 2 * queries * T * w + queries * w * c.d_model;
+           c.vision_layers * (T * (4 * w * w + 2 * w * vm) + 2 * T * T * w) + queries * 2 * w * w +
+           2 * T * w * w + 2 * queries * T * w + queries * w * c.d_model;
   };
   mac += K * vision(n) + vision(T);
-  // Causal transformer over the whole sequence, then the projector on the T query outputs.
+  // Causal transformer over the whole sequence, then the projector on the T
+  // query outputs.
   const double dm = static_cast<double>(c.d_model), mlp = static_cast<double>(c.mlp_dim);
   const double L = static_cast<double>(c.max_text_tokens) / 2 + 2 * K * n + T;
   mac += K * n * d * dm + c.num_layers * (L * (4 * dm * dm + 2 * dm * mlp) + 2 * L * L * dm);
@@ -288,7 +296,8 @@ double flops_per_query(const ModelConfig& c, int num_context, int ddim_steps) {
   double unet = 0, side = static_cast<double>(c.latent_resolution());
   const double z = static_cast<double>(c.latent_channels);
   auto res = [&](double s, double in, double out) {
-    return conv_mac(s, in, out, 3) + conv_mac(s, out, out, 3) + (in != out ? conv_mac(s, in, out, 1) : 0);
+    return conv_mac(s, in, out, 3) + conv_mac(s, out, out, 3) +
+           (in != out ? conv_mac(s, in, out, 1) : 0);
   };
   auto cond = [&](double s, double ch) {
     double q = s * s;
@@ -300,7 +309,8 @@ double flops_per_query(const ModelConfig& c, int num_context, int ddim_steps) {
   std::vector<double> widths, sides;
   for (size_t i = 0; i < c.unet_channel_mult.size(); ++i) {
     double out = base * static_cast<double>(c.unet_channel_mult[i]);
-    for (int64_t r = 0; r < c.unet_res_blocks; ++r) unet += res(side, ch, out) + cond(side, out), ch = out;
+    for (int64_t r = 0; r < c.unet_res_blocks; ++r)
+      unet += res(side, ch, out) + cond(side, out), ch = out;
     widths.push_back(out), sides.push_back(side);
     if (i + 1 < c.unet_channel_mult.size()) side /= 2, unet += conv_mac(side, out, out, 3);
   }
@@ -308,21 +318,26 @@ double flops_per_query(const ModelConfig& c, int num_context, int ddim_steps) {
   for (size_t j = widths.size(); j-- > 0;) {
     if (j + 1 < widths.size()) side = sides[j], unet += conv_mac(side, ch, ch, 3);
     unet += res(side, ch + widths[j], widths[j]) + cond(side, widths[j]);
-    for (int64_t r = 1; r < c.unet_res_blocks; ++r) unet += res(side, widths[j], widths[j]) + cond(side, widths[j]);
+    for (int64_t r = 1; r < c.unet_res_blocks; ++r)
+      unet += res(side, widths[j], widths[j]) + cond(side, widths[j]);
     ch = widths[j];
   }
   unet += conv_mac(side, ch, z, 3);
   mac += ddim_steps * unet;
-  // Image hint encoder (once: it does not depend on the timestep) and the AE decoder.
+  // Image hint encoder (once: it does not depend on the timestep) and the AE
+  // decoder.
   if (c.use_image_hint) {
     const double hc = static_cast<double>(c.hint_channels);
     mac += conv_mac(R, c.in_channels, hc, 3) + conv_mac(R / 2, hc, hc, 4) +
            conv_mac(R / 4, hc, 2 * hc, 4) + conv_mac(R / 8, 2 * hc, 2 * hc, 4);
   }
-  const double a = static_cast<double>(c.ae_channels), ls = static_cast<double>(c.latent_resolution());
-  // A stride-2 4x4 transposed conv does 2x2 multiply-adds per output pixel and channel pair.
-  mac += conv_mac(ls, z, 2 * a, 3) + conv_mac(ls, 2 * a, 2 * a, 3) + conv_mac(2 * ls, 2 * a, 2 * a, 2) +
-         conv_mac(4 * ls, 2 * a, a, 2) + conv_mac(8 * ls, a, a, 2) + conv_mac(8 * ls, a, 1, 3);
+  const double a = static_cast<double>(c.ae_channels),
+               ls = static_cast<double>(c.latent_resolution());
+  // A stride-2 4x4 transposed conv does 2x2 multiply-adds per output pixel and
+  // channel pair.
+  mac += conv_mac(ls, z, 2 * a, 3) + conv_mac(ls, 2 * a, 2 * a, 3) +
+         conv_mac(2 * ls, 2 * a, 2 * a, 2) + conv_mac(4 * ls, 2 * a, a, 2) +
+         conv_mac(8 * ls, a, a, 2) + conv_mac(8 * ls, a, 1, 3);
   return 2 * mac;
 }
 

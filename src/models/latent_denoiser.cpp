@@ -1,4 +1,5 @@
-// Latent UNet denoiser, noise schedule and DDIM sampler (see latent_denoiser.h).
+// Latent UNet denoiser, noise schedule and DDIM sampler (see
+// latent_denoiser.h).
 #include "segicl/models/latent_denoiser.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -17,7 +18,9 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {
   int64_t pad = k == 4 ? 1 : k / 2;
   return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
 }
-nn::GroupNorm group_norm(int64_t ch) { return nn::GroupNorm(nn::GroupNormOptions(norm_groups(ch), ch)); }
+nn::GroupNorm group_norm(int64_t ch) {
+  return nn::GroupNorm(nn::GroupNormOptions(norm_groups(ch), ch));
+}
 
 class ResBlockImpl : public nn::Module {
  public:
@@ -29,7 +32,7 @@ class ResBlockImpl : public nn::Module {
     conv2_ = register_module("conv2", conv(out, out, 3));
     if (in != out) skip_ = register_module("skip", conv(in, out, 1));
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb) {
+  torch::Tensor forward(const torch::Tensor &x, const torch::Tensor &temb) {
     auto h = conv1_(torch::silu(norm1_(x))) + temb_(torch::silu(temb)).unsqueeze(-1).unsqueeze(-1);
     h = conv2_(torch::silu(norm2_(h)));
     return (skip_ ? skip_(x) : x) + h;
@@ -42,9 +45,10 @@ class ResBlockImpl : public nn::Module {
 };
 TORCH_MODULE(ResBlock);
 
-// Cross-attention of latent pixels to c_t (SD's spatial transformer, one attention layer), plus
-// the optional grid injection: c_t comes from a g x g patch grid, so laying it out spatially
-// gives the UNet a direct, local path from each mask patch to its latent pixels.
+// Cross-attention of latent pixels to c_t (SD's spatial transformer, one
+// attention layer), plus the optional grid injection: c_t comes from a g x g
+// patch grid, so laying it out spatially gives the UNet a direct, local path
+// from each mask patch to its latent pixels.
 class CondBlockImpl : public nn::Module {
  public:
   CondBlockImpl(int64_t ch, int64_t cond_dim, int64_t heads, bool spatial) {
@@ -52,18 +56,18 @@ class CondBlockImpl : public nn::Module {
     attn_ = register_module("attn", Attention(ch, cond_dim, heads));
     if (spatial) spatial_ = register_module("spatial", conv(cond_dim, ch, 1));
   }
-  torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& cond,
-                        const torch::Tensor& cond_grid) {
+  torch::Tensor forward(const torch::Tensor &h, const torch::Tensor &cond,
+                        const torch::Tensor &cond_grid) {
     const int64_t b = h.size(0), c = h.size(1), hh = h.size(2), ww = h.size(3);
     auto x = norm_(h).reshape({b, c, hh * ww}).transpose(1, 2);
     auto out = h + attn_(x, cond).transpose(1, 2).reshape({b, c, hh, ww});
     if (spatial_ && cond_grid.defined()) {
-      torch::Tensor g = cond_grid.size(2) >= hh
-                            ? torch::adaptive_avg_pool2d(cond_grid, {hh, ww})
-                            : nn::functional::interpolate(
-                                  cond_grid, nn::functional::InterpolateFuncOptions()
-                                                 .size(std::vector<int64_t>{hh, ww})
-                                                 .mode(torch::kNearest));
+      torch::Tensor g =
+          cond_grid.size(2) >= hh
+              ? torch::adaptive_avg_pool2d(cond_grid, {hh, ww})
+              : nn::functional::interpolate(cond_grid, nn::functional::InterpolateFuncOptions()
+                                                           .size(std::vector<int64_t>{hh, ww})
+                                                           .mode(torch::kNearest));
       out = out + spatial_(g);
     }
     return out;
@@ -76,7 +80,7 @@ class CondBlockImpl : public nn::Module {
 };
 TORCH_MODULE(CondBlock);
 
-std::vector<double> make_alpha_bar(const std::string& kind, int64_t steps) {
+std::vector<double> make_alpha_bar(const std::string &kind, int64_t steps) {
   std::vector<double> betas(static_cast<size_t>(steps));
   if (kind == "cosine") {
     auto f = [&](double t) {
@@ -104,22 +108,22 @@ std::vector<double> make_alpha_bar(const std::string& kind, int64_t steps) {
 
 }  // namespace
 
-NoiseSchedule::NoiseSchedule(const std::string& kind, int64_t steps)
+NoiseSchedule::NoiseSchedule(const std::string &kind, int64_t steps)
     : alpha_bar_(make_alpha_bar(kind, steps)) {
   std::vector<float> values(alpha_bar_.begin(), alpha_bar_.end());
   table_ = torch::tensor(values, torch::kFloat32);
 }
 
-torch::Tensor NoiseSchedule::alpha_bar(const torch::Tensor& t) const {
+torch::Tensor NoiseSchedule::alpha_bar(const torch::Tensor &t) const {
   return table_.index_select(0, t.to(torch::kCPU, torch::kLong)).to(t.device());
 }
 
-LatentDenoiserImpl::LatentDenoiserImpl(const ModelConfig& c)
+LatentDenoiserImpl::LatentDenoiserImpl(const ModelConfig &c)
     : config_(c), schedule_(c.noise_schedule, c.diffusion_steps) {
   const int64_t base = c.unet_channels, temb = 4 * base, d = c.cond_dim, z = c.latent_channels;
   const auto levels = static_cast<int64_t>(c.unet_channel_mult.size());
-  time_mlp_ = register_module("time_mlp", nn::Sequential(nn::Linear(base, temb), nn::SiLU(),
-                                                         nn::Linear(temb, temb)));
+  time_mlp_ = register_module(
+      "time_mlp", nn::Sequential(nn::Linear(base, temb), nn::SiLU(), nn::Linear(temb, temb)));
   keyword_proj_ = register_module("keyword_proj", nn::Linear(d, temb));
   conv_in_ = register_module("conv_in", conv(z, base, 3));
   enc_res_ = register_module("enc_res", nn::ModuleList());
@@ -140,8 +144,8 @@ LatentDenoiserImpl::LatentDenoiserImpl(const ModelConfig& c)
     widths.push_back(out);
     if (i + 1 < levels) downs_->push_back(conv(out, out, 3, 2));
   }
-  mid_ = register_module("mid", nn::ModuleList(ResBlock(ch, ch, temb), cond_block(ch),
-                                                ResBlock(ch, ch, temb)));
+  mid_ = register_module(
+      "mid", nn::ModuleList(ResBlock(ch, ch, temb), cond_block(ch), ResBlock(ch, ch, temb)));
   ups_ = register_module("ups", nn::ModuleList());
   dec_res_ = register_module("dec_res", nn::ModuleList());
   dec_cond_ = register_module("dec_cond", nn::ModuleList());
@@ -158,14 +162,14 @@ LatentDenoiserImpl::LatentDenoiserImpl(const ModelConfig& c)
   }
   out_norm_ = register_module("out_norm", group_norm(ch));
   out_conv_ = register_module("out_conv", conv(ch, z, 3));
-  // The hint branch is built last so every other parameter draws the same initial values from
-  // the global generator whether or not the hint exists.
+  // The hint branch is built last so every other parameter draws the same
+  // initial values from the global generator whether or not the hint exists.
   if (c.use_image_hint) {
     const int64_t hc = c.hint_channels;
     hint_stem_ = register_module(
-        "hint_stem", nn::Sequential(conv(c.in_channels, hc, 3), nn::SiLU(), conv(hc, hc, 4, 2),
-                                    nn::SiLU(), conv(hc, 2 * hc, 4, 2), nn::SiLU(),
-                                    conv(2 * hc, 2 * hc, 4, 2), nn::SiLU()));
+        "hint_stem",
+        nn::Sequential(conv(c.in_channels, hc, 3), nn::SiLU(), conv(hc, hc, 4, 2), nn::SiLU(),
+                       conv(hc, 2 * hc, 4, 2), nn::SiLU(), conv(2 * hc, 2 * hc, 4, 2), nn::SiLU()));
     hint_downs_ = register_module("hint_downs", nn::ModuleList());
     hint_zero_ = register_module("hint_zero", nn::ModuleList());
     for (int64_t i = 0; i < levels; ++i) {
@@ -179,7 +183,7 @@ LatentDenoiserImpl::LatentDenoiserImpl(const ModelConfig& c)
   }
 }
 
-std::vector<torch::Tensor> LatentDenoiserImpl::encode_hint(const torch::Tensor& hint_image) {
+std::vector<torch::Tensor> LatentDenoiserImpl::encode_hint(const torch::Tensor &hint_image) {
   std::vector<torch::Tensor> features;
   if (!config_.use_image_hint || !hint_image.defined()) return features;
   check_shape(hint_image, {-1, config_.in_channels, config_.resolution, config_.resolution},
@@ -192,22 +196,23 @@ std::vector<torch::Tensor> LatentDenoiserImpl::encode_hint(const torch::Tensor& 
   return features;
 }
 
-torch::Tensor LatentDenoiserImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t,
-                                          const torch::Tensor& cond, const torch::Tensor& keyword,
-                                          const torch::Tensor& hint_image) {
+torch::Tensor LatentDenoiserImpl::forward(const torch::Tensor &x_t, const torch::Tensor &t,
+                                          const torch::Tensor &cond, const torch::Tensor &keyword,
+                                          const torch::Tensor &hint_image) {
   return forward_features(x_t, t, cond, keyword, encode_hint(hint_image));
 }
 
-torch::Tensor LatentDenoiserImpl::forward_features(const torch::Tensor& x_t, const torch::Tensor& t,
-                                                   const torch::Tensor& cond,
-                                                   const torch::Tensor& keyword,
-                                                   const std::vector<torch::Tensor>& hint) {
+torch::Tensor LatentDenoiserImpl::forward_features(const torch::Tensor &x_t, const torch::Tensor &t,
+                                                   const torch::Tensor &cond,
+                                                   const torch::Tensor &keyword,
+                                                   const std::vector<torch::Tensor> &hint) {
   const int64_t s = config_.latent_resolution(), b = x_t.size(0);
   check_shape(x_t, {-1, config_.latent_channels, s, s}, "x_t");
   check_shape(t, {b}, "t");
   check_shape(cond, {b, -1, config_.cond_dim}, "cond");
   check_shape(keyword, {b, config_.cond_dim}, "keyword");
-  auto temb = time_mlp_->forward(timestep_embedding(t, config_.unet_channels)) + keyword_proj_(keyword);
+  auto temb =
+      time_mlp_->forward(timestep_embedding(t, config_.unet_channels)) + keyword_proj_(keyword);
   torch::Tensor grid;
   const int64_t g = config_.token_grid();
   if (config_.cond_spatial_injection && cond.size(1) == g * g)
@@ -244,21 +249,22 @@ torch::Tensor LatentDenoiserImpl::forward_features(const torch::Tensor& x_t, con
   return out_conv_(torch::silu(out_norm_(h)));
 }
 
-torch::Tensor LatentDenoiserImpl::target(const torch::Tensor& z0, const torch::Tensor& t,
-                                         const torch::Tensor& noise) const {
+torch::Tensor LatentDenoiserImpl::target(const torch::Tensor &z0, const torch::Tensor &t,
+                                         const torch::Tensor &noise) const {
   if (config_.prediction != "v") return noise;
   auto ab = schedule_.alpha_bar(t).view({-1, 1, 1, 1});
   return ab.sqrt() * noise - (1 - ab).sqrt() * z0;
 }
 
-torch::Tensor LatentDenoiserImpl::q_sample(const torch::Tensor& z0, const torch::Tensor& t,
-                                           const torch::Tensor& noise) const {
+torch::Tensor LatentDenoiserImpl::q_sample(const torch::Tensor &z0, const torch::Tensor &t,
+                                           const torch::Tensor &noise) const {
   auto ab = schedule_.alpha_bar(t).view({-1, 1, 1, 1});
   return ab.sqrt() * z0 + (1 - ab).sqrt() * noise;
 }
 
-torch::Tensor LatentDenoiserImpl::ddim_sample(const torch::Tensor& cond, const torch::Tensor& keyword,
-                                              const torch::Tensor& hint_image, int64_t steps,
+torch::Tensor LatentDenoiserImpl::ddim_sample(const torch::Tensor &cond,
+                                              const torch::Tensor &keyword,
+                                              const torch::Tensor &hint_image, int64_t steps,
                                               uint64_t seed, double eta) {
   if (steps < 1 || steps > schedule_.steps()) {
     SEGICL_THROW(UsageError, "ddim steps must be in [1, " + std::to_string(schedule_.steps()) + "]",

@@ -1,4 +1,5 @@
-// SegICLModel: losses, stage switching and the inference path (see segicl_model.h).
+// SegICLModel: losses, stage switching and the inference path (see
+// segicl_model.h).
 #include "segicl/models/segicl_model.h"
 
 #include "segicl/core/error.h"
@@ -7,25 +8,26 @@
 namespace segicl::models {
 namespace {
 
-torch::Tensor soft_dice_loss(const torch::Tensor& logits, const torch::Tensor& target) {
+torch::Tensor soft_dice_loss(const torch::Tensor &logits, const torch::Tensor &target) {
   auto p = torch::sigmoid(logits).flatten(1);
   auto t = target.flatten(1);
   auto dice = (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1);
   return 1 - dice.mean();
 }
 
-ModelConfig validated(const ModelConfig& c) {
+ModelConfig validated(const ModelConfig &c) {
   c.validate("model config");
   return c;
 }
 
-bool is_lora_base(const std::string& name) {
-  return name.find("base.weight") != std::string::npos || name.find("base.bias") != std::string::npos;
+bool is_lora_base(const std::string &name) {
+  return name.find("base.weight") != std::string::npos ||
+         name.find("base.bias") != std::string::npos;
 }
 
 }  // namespace
 
-SegICLModelImpl::SegICLModelImpl(const ModelConfig& config)
+SegICLModelImpl::SegICLModelImpl(const ModelConfig &config)
     : config_(validated(config)), tokenizer_(config.max_text_tokens) {
   condition_encoder = register_module("condition_encoder", ConditionEncoder(config_));
   keyword_encoder = register_module("keyword_encoder", KeywordEncoder(config_));
@@ -38,11 +40,11 @@ SegICLModelImpl::SegICLModelImpl(const ModelConfig& config)
 
 torch::Device SegICLModelImpl::device() const { return parameters().front().device(); }
 
-torch::Tensor SegICLModelImpl::tokenize(const std::vector<std::string>& instructions,
-                                        const torch::Device& device) const {
+torch::Tensor SegICLModelImpl::tokenize(const std::vector<std::string> &instructions,
+                                        const torch::Device &device) const {
   std::vector<std::vector<int64_t>> rows;
   size_t len = 0;
-  for (const auto& text : instructions) {
+  for (const auto &text : instructions) {
     rows.push_back(tokenizer_.encode(text));
     len = std::max(len, rows.back().size());
   }
@@ -54,39 +56,42 @@ torch::Tensor SegICLModelImpl::tokenize(const std::vector<std::string>& instruct
   return ids.to(device);
 }
 
-Stage1Losses SegICLModelImpl::stage1_loss(const torch::Tensor& masks, const torch::Tensor& images,
-                                          const std::vector<std::string>& instructions) {
+Stage1Losses SegICLModelImpl::stage1_loss(const torch::Tensor &masks, const torch::Tensor &images,
+                                          const std::vector<std::string> &instructions) {
   const int64_t r = config_.resolution;
   check_shape(masks, {-1, 1, r, r}, "masks");
   const int64_t b = masks.size(0);
   if (images.defined()) check_shape(images, {b, config_.in_channels, r, r}, "images");
   if (!instructions.empty() && static_cast<int64_t>(instructions.size()) != b) {
-    SEGICL_THROW(ShapeError, "instructions: expected " + std::to_string(b) + " strings, got " +
-                                 std::to_string(instructions.size()), "", "pass one per mask or none");
+    SEGICL_THROW(ShapeError,
+                 "instructions: expected " + std::to_string(b) + " strings, got " +
+                     std::to_string(instructions.size()),
+                 "", "pass one per mask or none");
   }
   Stage1Losses out;
   auto latent = autoencoder->encode(masks);
   auto logits = autoencoder->decode(latent);
-  out.reconstruction = torch::binary_cross_entropy_with_logits(logits, masks) +
-                       soft_dice_loss(logits, masks);
+  out.reconstruction =
+      torch::binary_cross_entropy_with_logits(logits, masks) + soft_dice_loss(logits, masks);
   auto cond = condition_encoder(masks);
   auto keyword = keyword_encoder(
       tokenize(instructions.empty() ? std::vector<std::string>(b) : instructions, masks.device()));
   auto t = torch::randint(config_.diffusion_steps, {b},
                           torch::TensorOptions().dtype(torch::kLong).device(masks.device()));
-  // The latent is detached: the AE learns from reconstruction only, so the diffusion loss cannot
-  // shrink its own target by collapsing the latent.
+  // The latent is detached: the AE learns from reconstruction only, so the
+  // diffusion loss cannot shrink its own target by collapsing the latent.
   auto z0 = latent.detach();
   auto noise = torch::randn_like(z0);
   auto eps = denoiser(denoiser->q_sample(z0, t, noise), t, cond, keyword, images);
   out.diffusion = torch::mse_loss(eps, denoiser->target(z0, t, noise));
-  out.total = config_.ae_loss_weight * out.reconstruction + config_.diffusion_loss_weight * out.diffusion;
+  out.total =
+      config_.ae_loss_weight * out.reconstruction + config_.diffusion_loss_weight * out.diffusion;
   return out;
 }
 
 std::pair<torch::Tensor, torch::Tensor> SegICLModelImpl::build_prefix(
-    const torch::Tensor& ids, const torch::Tensor& context_images,
-    const torch::Tensor& context_masks, const torch::Tensor& context_valid) {
+    const torch::Tensor &ids, const torch::Tensor &context_images,
+    const torch::Tensor &context_masks, const torch::Tensor &context_valid) {
   const int64_t b = ids.size(0), r = config_.resolution, n = config_.tokens_per_example;
   const int64_t k = context_images.defined() ? context_images.size(1) : 0;
   const auto device = ids.device();
@@ -101,15 +106,16 @@ std::pair<torch::Tensor, torch::Tensor> SegICLModelImpl::build_prefix(
     auto images = vision_encoder->encode_context(context_images.flatten(0, 1)).view({b, k, n, -1});
     torch::Tensor pooled;
     {
-      // The condition encoder is the frozen stage-1 teacher; its context tokens are inputs here.
+      // The condition encoder is the frozen stage-1 teacher; its context tokens
+      // are inputs here.
       torch::NoGradGuard no_grad;
       pooled = condition_encoder->pool(condition_encoder(context_masks.flatten(0, 1)), n);
     }
     auto masks = transformer->embed_masks(pooled).view({b, k, n, -1});
     parts.push_back(torch::stack({images, masks}, 2).reshape({b, k * 2 * n, -1}));
-    auto pair_segments = torch::cat(
-        {torch::full({n}, static_cast<int64_t>(Segment::kContextImage), long_opts),
-         torch::full({n}, static_cast<int64_t>(Segment::kContextMask), long_opts)});
+    auto pair_segments =
+        torch::cat({torch::full({n}, static_cast<int64_t>(Segment::kContextImage), long_opts),
+                    torch::full({n}, static_cast<int64_t>(Segment::kContextMask), long_opts)});
     segments.push_back(pair_segments.repeat({k}));
     torch::Tensor pair_valid = context_valid.defined()
                                    ? context_valid.to(device, torch::kBool)
@@ -118,7 +124,8 @@ std::pair<torch::Tensor, torch::Tensor> SegICLModelImpl::build_prefix(
     valid.push_back(pair_valid.unsqueeze(2).expand({b, k, 2 * n}).reshape({b, k * 2 * n}));
   }
   auto prefix = transformer->add_embeddings(torch::cat(parts, 1), torch::cat(segments), 0);
-  // Positions of the query come after the prefix; fail early if they cannot fit.
+  // Positions of the query come after the prefix; fail early if they cannot
+  // fit.
   if (prefix.size(1) + config_.num_condition_tokens > config_.max_seq_len) {
     SEGICL_THROW(UsageError,
                  "episode of " + std::to_string(k) + " context pairs needs " +
@@ -129,8 +136,9 @@ std::pair<torch::Tensor, torch::Tensor> SegICLModelImpl::build_prefix(
   return {prefix, torch::cat(valid, 1)};
 }
 
-torch::Tensor SegICLModelImpl::run_query(const torch::Tensor& prefix, const torch::Tensor& prefix_valid,
-                                         const torch::Tensor& query_images) {
+torch::Tensor SegICLModelImpl::run_query(const torch::Tensor &prefix,
+                                         const torch::Tensor &prefix_valid,
+                                         const torch::Tensor &query_images) {
   const int64_t r = config_.resolution, t_len = config_.num_condition_tokens;
   check_shape(query_images, {-1, config_.in_channels, r, r}, "query_images");
   const int64_t b = query_images.size(0), lp = prefix.size(1);
@@ -146,7 +154,7 @@ torch::Tensor SegICLModelImpl::run_query(const torch::Tensor& prefix, const torc
   return projector(hidden.slice(1, lp));
 }
 
-torch::Tensor SegICLModelImpl::forward_condition(const data::EpisodeBatch& batch) {
+torch::Tensor SegICLModelImpl::forward_condition(const data::EpisodeBatch &batch) {
   const int64_t b = batch.batch_size();
   std::vector<std::string> instructions = batch.instructions;
   if (instructions.empty()) instructions.resize(static_cast<size_t>(b));
@@ -161,7 +169,7 @@ torch::Tensor SegICLModelImpl::forward_condition(const data::EpisodeBatch& batch
   return run_query(prefix, valid, batch.query_images);
 }
 
-torch::Tensor SegICLModelImpl::stage2_loss(const data::EpisodeBatch& batch) {
+torch::Tensor SegICLModelImpl::stage2_loss(const data::EpisodeBatch &batch) {
   if (!batch.query_masks.defined()) {
     SEGICL_THROW(UsageError, "stage2_loss needs batch.query_masks", "", "use training episodes");
   }
@@ -175,14 +183,14 @@ torch::Tensor SegICLModelImpl::stage2_loss(const data::EpisodeBatch& batch) {
 
 void SegICLModelImpl::set_stage(int stage) {
   auto trainable = parameters_for_stage(stage);
-  for (auto& p : parameters()) p.set_requires_grad(false);
-  for (auto& p : trainable) p.set_requires_grad(true);
+  for (auto &p : parameters()) p.set_requires_grad(false);
+  for (auto &p : trainable) p.set_requires_grad(true);
 }
 
 std::vector<torch::Tensor> SegICLModelImpl::parameters_for_stage(int stage) {
   std::vector<torch::Tensor> out;
-  auto add = [&](const torch::nn::Module& module, bool skip_lora_base) {
-    for (const auto& item : module.named_parameters()) {
+  auto add = [&](const torch::nn::Module &module, bool skip_lora_base) {
+    for (const auto &item : module.named_parameters()) {
       if (skip_lora_base && is_lora_base(item.key())) continue;
       out.push_back(item.value());
     }
@@ -210,9 +218,9 @@ void SegICLModelImpl::enable_lora(int64_t rank, double alpha) {
   transformer->to(device());
 }
 
-ContextEncoding SegICLModelImpl::encode_context(const torch::Tensor& context_images,
-                                                const torch::Tensor& context_masks,
-                                                const std::string& instruction) {
+ContextEncoding SegICLModelImpl::encode_context(const torch::Tensor &context_images,
+                                                const torch::Tensor &context_masks,
+                                                const std::string &instruction) {
   torch::NoGradGuard no_grad;
   ContextEncoding out;
   const auto dev = device();
@@ -231,15 +239,16 @@ ContextEncoding SegICLModelImpl::encode_context(const torch::Tensor& context_ima
   return out;
 }
 
-torch::Tensor SegICLModelImpl::predict_condition(const ContextEncoding& context,
-                                                 const torch::Tensor& query_images) {
+torch::Tensor SegICLModelImpl::predict_condition(const ContextEncoding &context,
+                                                 const torch::Tensor &query_images) {
   torch::NoGradGuard no_grad;
   return run_query(context.prefix, context.prefix_valid, query_images.to(context.prefix.device()));
 }
 
-Prediction SegICLModelImpl::decode_condition(const torch::Tensor& tokens, const torch::Tensor& keyword,
-                                             const torch::Tensor& query_images,
-                                             const SegmentOptions& options) {
+Prediction SegICLModelImpl::decode_condition(const torch::Tensor &tokens,
+                                             const torch::Tensor &keyword,
+                                             const torch::Tensor &query_images,
+                                             const SegmentOptions &options) {
   torch::NoGradGuard no_grad;
   if (options.num_samples < 1) SEGICL_THROW(UsageError, "num_samples must be >= 1", "", "");
   const int64_t b = tokens.size(0), ns = options.num_samples, r = config_.resolution;
@@ -256,8 +265,9 @@ Prediction SegICLModelImpl::decode_condition(const torch::Tensor& tokens, const 
   return out;
 }
 
-Prediction SegICLModelImpl::segment(const ContextEncoding& context, const torch::Tensor& query_images,
-                                    const SegmentOptions& options) {
+Prediction SegICLModelImpl::segment(const ContextEncoding &context,
+                                    const torch::Tensor &query_images,
+                                    const SegmentOptions &options) {
   torch::NoGradGuard no_grad;
   auto query = query_images.to(context.prefix.device());
   return decode_condition(predict_condition(context, query), context.keyword, query, options);

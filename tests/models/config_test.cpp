@@ -1,4 +1,5 @@
-// ModelConfig: JSON round trip, strict keys, presets, analytic parameter counts vs real modules.
+// ModelConfig: JSON round trip, strict keys, presets, analytic parameter counts
+// vs real modules.
 #include "segicl/models/config.h"
 
 #include <gtest/gtest.h>
@@ -9,10 +10,10 @@
 namespace segicl::models {
 namespace {
 
-int64_t real_count(const ModelConfig& c) {
+int64_t real_count(const ModelConfig &c) {
   SegICLModel model(c);
   int64_t n = 0;
-  for (const auto& p : model->parameters()) n += p.numel();
+  for (const auto &p : model->parameters()) n += p.numel();
   return n;
 }
 
@@ -32,28 +33,31 @@ TEST(ModelConfig, UnknownKeyIsConfigErrorWithSuggestion) {
   try {
     ModelConfig::from_json(config::Json{{"resolutoin", 64}}, "preset.json");
     FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
+  } catch (const ConfigError &e) {
     EXPECT_EQ(e.file(), "preset.json");
     EXPECT_NE(e.hint().find("resolution"), std::string::npos);
   }
 }
 
 TEST(ModelConfig, InconsistentSizesAreConfigErrors) {
-  EXPECT_THROW(ModelConfig::from_json(config::Json{{"num_condition_tokens", 60}}, "x"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json(config::Json{{"num_condition_tokens", 60}}, "x"),
+               ConfigError);
   EXPECT_THROW(ModelConfig::from_json(config::Json{{"resolution", 100}}, "x"), ConfigError);
-  EXPECT_THROW(ModelConfig::from_json(config::Json{{"noise_schedule", "linear"}}, "x"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json(config::Json{{"noise_schedule", "linear"}}, "x"),
+               ConfigError);
   EXPECT_THROW(ModelConfig::from_json(config::Json{{"resolution", "big"}}, "x"), ConfigError);
 }
 
 TEST(ModelConfig, AllPresetsLoadAndValidate) {
-  for (const char* name : {"tiny", "cpu", "gpu", "paper"}) {
+  for (const char *name : {"tiny", "cpu", "gpu", "paper"}) {
     ModelConfig c = load_preset(name);
     EXPECT_GT(count_parameters(c), 0) << name;
     EXPECT_GT(flops_per_query(c, 3, 4), 0) << name;
     EXPECT_GE(c.max_context(), 8) << name;
   }
   EXPECT_EQ(load_preset("tiny").resolution, 32);
-  EXPECT_EQ(load_preset(std::string(SEGICL_SOURCE_DIR) + "/configs/model/cpu.json").resolution, 128);
+  EXPECT_EQ(load_preset(std::string(SEGICL_SOURCE_DIR) + "/configs/model/cpu.json").resolution,
+            128);
   EXPECT_THROW(load_preset("no-such-preset"), ConfigError);
 }
 

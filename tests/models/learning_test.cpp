@@ -1,7 +1,8 @@
-// Slow learning tests (ctest label `integration`): the tiny preset learns (a) stage 1 - masks
-// reconstructed through condition tokens -> DDIM -> AE decode, and (b) stage 2 - in-context
-// segmentation of a synthetic task only identifiable from the examples. Plus an unasserted
-// timing print of the cpu preset. All data is synthesised here; nothing is read from disk.
+// Slow learning tests (ctest label `integration`): the tiny preset learns (a)
+// stage 1 - masks reconstructed through condition tokens -> DDIM -> AE decode,
+// and (b) stage 2 - in-context segmentation of a synthetic task only
+// identifiable from the examples. Plus an unasserted timing print of the cpu
+// preset. All data is synthesised here; nothing is read from disk.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -17,8 +18,9 @@
 namespace segicl::models {
 namespace {
 
-// Random ellipse with centre, radii and angle drawn from `rng`, rasterised at side r.
-torch::Tensor ellipse(std::mt19937& rng, int64_t r, double min_radius, double max_radius) {
+// Random ellipse with centre, radii and angle drawn from `rng`, rasterised at
+// side r.
+torch::Tensor ellipse(std::mt19937 &rng, int64_t r, double min_radius, double max_radius) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   const double cx = r * (0.25 + 0.5 * u(rng)), cy = r * (0.25 + 0.5 * u(rng));
   const double a = min_radius + (max_radius - min_radius) * u(rng);
@@ -32,7 +34,7 @@ torch::Tensor ellipse(std::mt19937& rng, int64_t r, double min_radius, double ma
 }
 
 // Masks of one or two ellipses [n, 1, r, r].
-torch::Tensor blob_masks(std::mt19937& rng, int64_t n, int64_t r) {
+torch::Tensor blob_masks(std::mt19937 &rng, int64_t n, int64_t r) {
   std::vector<torch::Tensor> out;
   for (int64_t i = 0; i < n; ++i) {
     auto m = ellipse(rng, r, r * 0.1, r * 0.3);
@@ -42,11 +44,12 @@ torch::Tensor blob_masks(std::mt19937& rng, int64_t n, int64_t r) {
   return torch::stack(out);
 }
 
-// One image of three blobs at three distinct intensity levels, one of them `level`; returns the
-// image [1, r, r] and the mask [1, r, r] of the visible part of the blob at `level`.
+// One image of three blobs at three distinct intensity levels, one of them
+// `level`; returns the image [1, r, r] and the mask [1, r, r] of the visible
+// part of the blob at `level`.
 constexpr double kLevels[] = {0.25, 0.5, 0.75, 1.0};
 
-std::pair<torch::Tensor, torch::Tensor> level_image(std::mt19937& rng, int64_t r, int level) {
+std::pair<torch::Tensor, torch::Tensor> level_image(std::mt19937 &rng, int64_t r, int level) {
   std::vector<int> others;
   for (int l = 0; l < 4; ++l)
     if (l != level) others.push_back(l);
@@ -61,11 +64,12 @@ std::pair<torch::Tensor, torch::Tensor> level_image(std::mt19937& rng, int64_t r
   return {image.unsqueeze(0), (label == level).to(torch::kFloat32).unsqueeze(0)};
 }
 
-// The tiny model's tensors are so small that per-op overhead dominates: one thread measured
-// 1.9x faster per training step than two on the shared 2-core machine (0.047 s vs 0.089 s).
+// The tiny model's tensors are so small that per-op overhead dominates: one
+// thread measured 1.9x faster per training step than two on the shared 2-core
+// machine (0.047 s vs 0.089 s).
 constexpr int kTinyThreads = 1;
 
-double dice(const torch::Tensor& prediction, const torch::Tensor& target) {
+double dice(const torch::Tensor &prediction, const torch::Tensor &target) {
   auto p = prediction.flatten(1), t = target.flatten(1);
   auto d = (2 * (p * t).sum(1) + 1e-6) / (p.sum(1) + t.sum(1) + 1e-6);
   return d.mean().item<double>();
@@ -78,10 +82,11 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // Stage 1 on `make(batch)` -> (masks, images) pairs for `steps` steps.
 using MakePairs = std::function<std::pair<torch::Tensor, torch::Tensor>(int64_t)>;
 
-void train_stage1(SegICLModel& model, int steps, int64_t batch, const MakePairs& make) {
+void train_stage1(SegICLModel &model, int steps, int64_t batch, const MakePairs &make) {
   model->train();
   model->set_stage(1);
-  torch::optim::AdamW opt(model->parameters_for_stage(1), torch::optim::AdamWOptions(3e-3).weight_decay(0));
+  torch::optim::AdamW opt(model->parameters_for_stage(1),
+                          torch::optim::AdamWOptions(3e-3).weight_decay(0));
   for (int step = 0; step < steps; ++step) {
     auto [masks, images] = make(batch);
     auto losses = model->stage1_loss(masks, images, {});
@@ -104,7 +109,8 @@ TEST(TinyLearns, Stage1ReconstructsHeldOutMasksThroughDiffusion) {
   const int64_t r = c.resolution;
   std::mt19937 rng(1);
   auto start = std::chrono::steady_clock::now();
-  // The hint image is noise here: the mask must come from the condition tokens alone.
+  // The hint image is noise here: the mask must come from the condition tokens
+  // alone.
   train_stage1(model, 1500, 32, [&](int64_t b) {
     return std::make_pair(blob_masks(rng, b, r), torch::rand({b, 1, r, r}));
   });
@@ -122,7 +128,10 @@ TEST(TinyLearns, Stage1ReconstructsHeldOutMasksThroughDiffusion) {
   auto tokens = model->condition_encoder(masks);
   auto pred = model->decode_condition(tokens, torch::zeros({32, c.cond_dim}), images, opt);
   double full_dice = dice((pred.probability > 0.5).to(torch::kFloat32), masks);
-  std::printf("held-out Dice: autoencoder %.3f, tokens->DDIM(10 steps, mean of 5)->decode %.3f\n", ae_dice, full_dice);
+  std::printf(
+      "held-out Dice: autoencoder %.3f, tokens->DDIM(10 steps, mean of "
+      "5)->decode %.3f\n",
+      ae_dice, full_dice);
   EXPECT_GE(full_dice, 0.9);
 }
 
@@ -143,8 +152,9 @@ TEST(TinyLearns, Stage2SegmentsAnUnseenEpisodeFromThreeExamples) {
     }
     return std::make_pair(torch::stack(masks), torch::stack(images));
   });
-  // Episodes: every image of an episode contains the target level; only the examples say which.
-  auto episodes = [&](std::mt19937& g, int64_t b) {
+  // Episodes: every image of an episode contains the target level; only the
+  // examples say which.
+  auto episodes = [&](std::mt19937 &g, int64_t b) {
     data::EpisodeBatch batch;
     std::vector<torch::Tensor> qi, qm, ci, cm;
     for (int64_t e = 0; e < b; ++e) {
@@ -168,13 +178,15 @@ TEST(TinyLearns, Stage2SegmentsAnUnseenEpisodeFromThreeExamples) {
   };
   model->train();
   model->set_stage(2);
-  torch::optim::AdamW opt(model->parameters_for_stage(2), torch::optim::AdamWOptions(1e-3).weight_decay(0));
+  torch::optim::AdamW opt(model->parameters_for_stage(2),
+                          torch::optim::AdamWOptions(1e-3).weight_decay(0));
   for (int step = 0; step < 800; ++step) {
     auto loss = model->stage2_loss(episodes(rng, 32));
     opt.zero_grad();
     loss.backward();
     opt.step();
-    if (step % 200 == 0 || step == 799) std::printf("stage2 step %d: mse %.4f\n", step, loss.item<float>()), std::fflush(stdout);
+    if (step % 200 == 0 || step == 799)
+      std::printf("stage2 step %d: mse %.4f\n", step, loss.item<float>()), std::fflush(stdout);
   }
   model->eval();
   std::printf("stage 1 + 2 training: %.1f s\n", seconds_since(start));
@@ -196,22 +208,24 @@ TEST(TinyLearns, Stage2SegmentsAnUnseenEpisodeFromThreeExamples) {
     without += dice((p0 > 0.5).to(torch::kFloat32), ep.query_masks) / n_eval;
     mean_examples += dice(ep.context_masks[0].mean(0, true), ep.query_masks) / n_eval;
   }
-  std::printf("held-out Dice: 3 examples %.3f, 0 examples %.3f, mean of example masks %.3f\n",
-              with_examples, without, mean_examples);
+  std::printf(
+      "held-out Dice: 3 examples %.3f, 0 examples %.3f, mean of "
+      "example masks %.3f\n",
+      with_examples, without, mean_examples);
   EXPECT_GT(with_examples, without);
   EXPECT_GT(with_examples, mean_examples);
 }
 
-// Not a test of speed (timings are never asserted): prints the cpu preset's segment() time at
-// k = 3, 4 DDIM steps, batch 1, 2 threads, random weights.
+// Not a test of speed (timings are never asserted): prints the cpu preset's
+// segment() time at k = 3, 4 DDIM steps, batch 1, 2 threads, random weights.
 TEST(CpuPresetTiming, PrintsSegmentTimeAtThreeExamples) {
   at::set_num_threads(2);
   torch::manual_seed(0);
-  for (const char* name : {"tiny", "cpu", "gpu", "paper"}) {
+  for (const char *name : {"tiny", "cpu", "gpu", "paper"}) {
     auto pc = load_preset(name);
     std::printf("%s: %lld params, %.3g FLOPs/query (k=3, 4 DDIM steps)\n", name,
                 static_cast<long long>(count_parameters(pc)), flops_per_query(pc, 3, 4));
-    for (const auto& part : count_parameters_by_part(pc))
+    for (const auto &part : count_parameters_by_part(pc))
       std::printf("  %s %lld\n", part.first.c_str(), static_cast<long long>(part.second));
   }
   {
@@ -219,7 +233,8 @@ TEST(CpuPresetTiming, PrintsSegmentTimeAtThreeExamples) {
     torch::matmul(a, a);
     auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < 5; ++i) torch::matmul(a, a);
-    std::printf("matmul 1024^2: %.1f GFLOP/s\n", 5 * 2.0 * 1024 * 1024 * 1024 / seconds_since(start) / 1e9);
+    std::printf("matmul 1024^2: %.1f GFLOP/s\n",
+                5 * 2.0 * 1024 * 1024 * 1024 / seconds_since(start) / 1e9);
   }
   auto c = load_preset("cpu");
   SegICLModel model(c);
@@ -238,8 +253,10 @@ TEST(CpuPresetTiming, PrintsSegmentTimeAtThreeExamples) {
   std::sort(times.begin(), times.end());
   auto start = std::chrono::steady_clock::now();
   model->encode_context(torch::rand({3, 1, r, r}), torch::ones({3, 1, r, r}), "liver");
-  std::printf("cpu preset: segment median %.4f s (min %.4f), encode_context(k=3) %.4f s, %lld params\n",
-              times[3], times[0], seconds_since(start), static_cast<long long>(count_parameters(c)));
+  std::printf(
+      "cpu preset: segment median %.4f s (min %.4f), "
+      "encode_context(k=3) %.4f s, %lld params\n",
+      times[3], times[0], seconds_since(start), static_cast<long long>(count_parameters(c)));
 }
 
 }  // namespace

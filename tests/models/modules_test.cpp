@@ -1,4 +1,5 @@
-// Per-module tests: shapes, LoRA, zero-initialised hint, attention pattern, DDIM determinism.
+// Per-module tests: shapes, LoRA, zero-initialised hint, attention pattern,
+// DDIM determinism.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -15,7 +16,9 @@ namespace {
 
 ModelConfig tiny() { return load_preset("tiny"); }
 
-torch::Tensor random_masks(int64_t b, int64_t r) { return (torch::rand({b, 1, r, r}) > 0.5).to(torch::kFloat32); }
+torch::Tensor random_masks(int64_t b, int64_t r) {
+  return (torch::rand({b, 1, r, r}) > 0.5).to(torch::kFloat32);
+}
 
 TEST(ConditionEncoder, MapsMasksToTokensAndPools) {
   torch::manual_seed(0);
@@ -49,13 +52,14 @@ TEST(MaskAutoencoder, RoundTripShapesAndBoundedLatent) {
   auto c = tiny();
   MaskAutoencoder ae(c);
   auto z = ae->encode(random_masks(2, c.resolution));
-  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{2, c.latent_channels, c.resolution / 8, c.resolution / 8}));
+  EXPECT_EQ(z.sizes(),
+            (std::vector<int64_t>{2, c.latent_channels, c.resolution / 8, c.resolution / 8}));
   EXPECT_LE(z.abs().max().item<float>(), 1.0f);
   EXPECT_EQ(ae->decode(z).sizes(), (std::vector<int64_t>{2, 1, c.resolution, c.resolution}));
 }
 
 TEST(NoiseSchedule, IsDecreasingFromNearOneToNearZero) {
-  for (const char* kind : {"cosine", "scaled_linear"}) {
+  for (const char *kind : {"cosine", "scaled_linear"}) {
     NoiseSchedule s(kind, 1000);
     EXPECT_GT(s.alpha_bar(0), 0.99) << kind;
     EXPECT_LT(s.alpha_bar(999), 0.01) << kind;
@@ -86,7 +90,7 @@ TEST(LatentDenoiser, ZeroInitialisedHintEqualsModelWithoutHint) {
   {
     torch::NoGradGuard no_grad;
     auto source = with_hint->named_parameters();
-    for (auto& item : without->named_parameters()) item.value().copy_(source[item.key()]);
+    for (auto &item : without->named_parameters()) item.value().copy_(source[item.key()]);
   }
   const int64_t s = c.resolution / 8;
   torch::manual_seed(3);
@@ -119,8 +123,10 @@ TEST(VisionEncoder, GivesShortContextAndFullQueryTokens) {
   auto c = tiny();
   VisionEncoder enc(c);
   auto img = torch::rand({3, c.in_channels, c.resolution, c.resolution});
-  EXPECT_EQ(enc->encode_context(img).sizes(), (std::vector<int64_t>{3, c.tokens_per_example, c.d_model}));
-  EXPECT_EQ(enc->encode_query(img).sizes(), (std::vector<int64_t>{3, c.num_condition_tokens, c.d_model}));
+  EXPECT_EQ(enc->encode_context(img).sizes(),
+            (std::vector<int64_t>{3, c.tokens_per_example, c.d_model}));
+  EXPECT_EQ(enc->encode_query(img).sizes(),
+            (std::vector<int64_t>{3, c.num_condition_tokens, c.d_model}));
 }
 
 TEST(CausalTransformer, MaskIsCausalWithBidirectionalQueryAndHidesInvalid) {
@@ -167,7 +173,7 @@ TEST(LoRALinear, StartsAsIdentityChangeAndOnlyAdaptersMove) {
   EXPECT_THROW(layer->enable_lora(2, 4.0), UsageError);
   std::vector<torch::Tensor> trainable;
   std::map<std::string, torch::Tensor> snapshot;
-  for (auto& item : layer->named_parameters()) {
+  for (auto &item : layer->named_parameters()) {
     snapshot[item.key()] = item.value().detach().clone();
     if (item.value().requires_grad()) trainable.push_back(item.value());
   }
@@ -178,7 +184,7 @@ TEST(LoRALinear, StartsAsIdentityChangeAndOnlyAdaptersMove) {
     layer(x).pow(2).sum().backward();
     opt.step();
   }
-  for (auto& item : layer->named_parameters()) {
+  for (auto &item : layer->named_parameters()) {
     bool moved = !torch::equal(item.value(), snapshot[item.key()]);
     bool adapter = item.key().find("lora_") == 0;
     EXPECT_EQ(moved, adapter) << item.key();
@@ -188,7 +194,8 @@ TEST(LoRALinear, StartsAsIdentityChangeAndOnlyAdaptersMove) {
 TEST(Projector, MapsHiddenToConditionWidth) {
   auto c = tiny();
   Projector proj(c);
-  EXPECT_EQ(proj(torch::randn({2, 7, c.d_model})).sizes(), (std::vector<int64_t>{2, 7, c.cond_dim}));
+  EXPECT_EQ(proj(torch::randn({2, 7, c.d_model})).sizes(),
+            (std::vector<int64_t>{2, 7, c.cond_dim}));
 }
 
 }  // namespace

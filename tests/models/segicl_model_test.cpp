@@ -13,7 +13,7 @@ namespace {
 
 ModelConfig tiny() { return load_preset("tiny"); }
 
-data::EpisodeBatch make_batch(const ModelConfig& c, int64_t b, int64_t k) {
+data::EpisodeBatch make_batch(const ModelConfig &c, int64_t b, int64_t k) {
   data::EpisodeBatch batch;
   const int64_t r = c.resolution;
   batch.query_images = torch::rand({b, c.in_channels, r, r});
@@ -37,9 +37,9 @@ TEST(SegICLModel, Stage1LossHasFiniteTermsAndTrainsOnlyStage1) {
   EXPECT_GT(losses.reconstruction.item<float>(), 0);
   EXPECT_GT(losses.diffusion.item<float>(), 0);
   losses.total.backward();
-  for (auto& item : model->named_parameters()) {
-    bool stage1 = item.key().rfind("vision_encoder", 0) != 0 && item.key().rfind("transformer", 0) != 0 &&
-                  item.key().rfind("projector", 0) != 0;
+  for (auto &item : model->named_parameters()) {
+    bool stage1 = item.key().rfind("vision_encoder", 0) != 0 &&
+                  item.key().rfind("transformer", 0) != 0 && item.key().rfind("projector", 0) != 0;
     EXPECT_EQ(item.value().requires_grad(), stage1) << item.key();
   }
   EXPECT_THROW(model->stage1_loss(masks, images, {"only one"}), ShapeError);
@@ -58,7 +58,7 @@ TEST(SegICLModel, Stage2LossBackpropagatesToEncoderButNotTeacher) {
   loss.backward();
   EXPECT_TRUE(model->projector->parameters()[0].grad().defined());
   EXPECT_TRUE(model->vision_encoder->parameters()[0].grad().defined());
-  for (auto& p : model->condition_encoder->parameters()) EXPECT_FALSE(p.grad().defined());
+  for (auto &p : model->condition_encoder->parameters()) EXPECT_FALSE(p.grad().defined());
 }
 
 TEST(SegICLModel, PaddedContextPairsDoNotChangeThePrediction) {
@@ -83,7 +83,7 @@ TEST(SegICLModel, LoraStage2TrainsOnlyAdaptersInTheTransformer) {
   model->enable_lora(4, 8.0);
   model->set_stage(2);
   std::map<std::string, torch::Tensor> before;
-  for (auto& item : model->named_parameters()) before[item.key()] = item.value().detach().clone();
+  for (auto &item : model->named_parameters()) before[item.key()] = item.value().detach().clone();
   torch::optim::AdamW opt(model->parameters_for_stage(2), torch::optim::AdamWOptions(1e-2));
   auto batch = make_batch(c, 2, 2);
   for (int i = 0; i < 2; ++i) {
@@ -91,14 +91,15 @@ TEST(SegICLModel, LoraStage2TrainsOnlyAdaptersInTheTransformer) {
     model->stage2_loss(batch).backward();
     opt.step();
   }
-  for (auto& item : model->named_parameters()) {
-    const auto& key = item.key();
+  for (auto &item : model->named_parameters()) {
+    const auto &key = item.key();
     bool moved = !torch::equal(item.value(), before[key]);
     if (key.rfind("transformer.blocks", 0) == 0 && key.find("base.") != std::string::npos) {
       EXPECT_FALSE(moved) << key;
     }
     if (key.find("lora_b") != std::string::npos) EXPECT_TRUE(moved) << key;
-    if (key.rfind("denoiser", 0) == 0 || key.rfind("condition_encoder", 0) == 0) EXPECT_FALSE(moved) << key;
+    if (key.rfind("denoiser", 0) == 0 || key.rfind("condition_encoder", 0) == 0)
+      EXPECT_FALSE(moved) << key;
   }
 }
 
@@ -110,7 +111,7 @@ TEST(SegICLModel, SegmentShapesForKZeroEmptyTextAndSeveralSamples) {
   const int64_t r = c.resolution;
   auto query = torch::rand({2, c.in_channels, r, r});
   for (int64_t k : {0, 3}) {
-    for (const char* text : {"", "segment the kidney"}) {
+    for (const char *text : {"", "segment the kidney"}) {
       auto ctx = model->encode_context(torch::rand({k, c.in_channels, r, r}),
                                        (torch::rand({k, 1, r, r}) > 0.5).to(torch::kFloat32), text);
       EXPECT_EQ(ctx.num_context, k);
@@ -135,9 +136,11 @@ TEST(SegICLModel, TooManyContextPairsIsUsageError) {
   SegICLModel model(c);
   const int64_t k = c.max_context() + 1, r = c.resolution;
   const std::string longest(100, 'x');  // truncated to max_text_tokens
-  EXPECT_THROW(model->encode_context(torch::rand({k, 1, r, r}), torch::zeros({k, 1, r, r}), longest),
-               UsageError);
-  EXPECT_NO_THROW(model->encode_context(torch::rand({k - 1, 1, r, r}), torch::zeros({k - 1, 1, r, r}), longest));
+  EXPECT_THROW(
+      model->encode_context(torch::rand({k, 1, r, r}), torch::zeros({k, 1, r, r}), longest),
+      UsageError);
+  EXPECT_NO_THROW(model->encode_context(torch::rand({k - 1, 1, r, r}),
+                                        torch::zeros({k - 1, 1, r, r}), longest));
 }
 
 TEST(SegICLModel, SameSeedSameSamplesDifferentSeedDifferent) {
@@ -165,7 +168,8 @@ TEST(SegICLModel, SaveLoadGivesBitIdenticalSegmentation) {
   SegICLModel model(c);
   model->eval();
   auto path = (std::filesystem::temp_directory_path() /
-               ("segicl_model_test_" + std::to_string(::getpid()) + ".pt")).string();
+               ("segicl_model_test_" + std::to_string(::getpid()) + ".pt"))
+                  .string();
   torch::save(model, path);
   torch::manual_seed(99);
   SegICLModel loaded(c);

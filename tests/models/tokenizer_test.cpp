@@ -1,4 +1,5 @@
-// Byte tokenizer: specials, lower-casing, truncation, robustness to arbitrary bytes.
+// Byte tokenizer: specials, lower-casing, truncation, robustness to arbitrary
+// bytes.
 #include "segicl/models/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -35,7 +36,7 @@ TEST(Tokenizer, EmojiAndRandomBytesGiveValidIds) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 200; ++trial) {
     std::string bytes(rng() % 100, '\0');
-    for (auto& b : bytes) b = static_cast<char>(rng() & 0xFF);
+    for (auto &b : bytes) b = static_cast<char>(rng() & 0xFF);
     auto ids = tok.encode(bytes);
     ASSERT_LE(static_cast<int64_t>(ids.size()), tok.max_tokens());
     for (int64_t id : ids) {

@@ -1,6 +1,7 @@
-// Byte-level tokenizer for instructions: UTF-8 bytes are ids 0..255, plus PAD, BOS and EOS.
-// Not a subword tokenizer (no vocabulary file to ship or version); ASCII is lower-cased so
-// "Liver" and "liver" give the same ids. Never throws on any byte string.
+// Byte-level tokenizer for instructions: UTF-8 bytes are ids 0..255, plus PAD,
+// BOS and EOS. Not a subword tokenizer (no vocabulary file to ship or version);
+// ASCII is lower-cased so "Liver" and "liver" give the same ids. Never throws
+// on any byte string.
 #pragma once
 
 #include <cstdint>
@@ -20,12 +21,13 @@ class Tokenizer {
   // `max_tokens` counts BOS and EOS; REQUIRES max_tokens >= 2.
   explicit Tokenizer(int64_t max_tokens);
 
-  // [BOS, bytes..., EOS]: at most max_tokens ids; bytes beyond max_tokens - 2 are dropped (EOS is
-  // kept so the model always sees where the text ends). "" gives [BOS, EOS].
-  std::vector<int64_t> encode(const std::string& text) const;
+  // [BOS, bytes..., EOS]: at most max_tokens ids; bytes beyond max_tokens - 2
+  // are dropped (EOS is kept so the model always sees where the text ends). ""
+  // gives [BOS, EOS].
+  std::vector<int64_t> encode(const std::string &text) const;
 
   // Bytes of the non-special ids, as a string (for logs and tests).
-  static std::string decode(const std::vector<int64_t>& ids);
+  static std::string decode(const std::vector<int64_t> &ids);
 
   int64_t max_tokens() const { return max_tokens_; }
 
