@@ -11,7 +11,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev zstd libcpp-httplib-dev
-  python3-nibabel python3-numpy
+  python3-nibabel python3-numpy time
 )
 
 missing=()

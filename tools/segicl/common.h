@@ -23,6 +23,7 @@ void register_pack(CLI::App& app, GlobalOptions& global);
 void register_model(CLI::App& app, GlobalOptions& global);
 void register_train(CLI::App& app, GlobalOptions& global);
 void register_eval(CLI::App& app, GlobalOptions& global);
+void register_compare(CLI::App& app, GlobalOptions& global);
 void register_segment(CLI::App& app, GlobalOptions& global);
 
 // Thrown by a verb that stopped on SIGINT/SIGTERM after saving its state: exit code 130.

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   cli::register_pack(app, global);
   cli::register_model(app, global);
   cli::register_train(app, global);
+  cli::register_eval(app, global);
+  cli::register_compare(app, global);
   cli::register_segment(app, global);
   try {
     app.parse(argc, argv);

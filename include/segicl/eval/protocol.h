@@ -1,0 +1,60 @@
+// The paper's evaluation protocol (§4.2) on a corpus dataset: for each task and each number of
+// examples x, draw x example slices at random from the dataset's support pool (never the query's
+// own patient), segment every slice of every query case, stack the slices back and score Dice per
+// 3D volume (2D images: per image) on the file's own grid; repeat for several independent draws.
+// Baselines run on exactly the same draws. Not a training-time validator (see train).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "segicl/core/config.h"
+#include "segicl/data/corpus.h"
+#include "segicl/models/segicl_model.h"
+
+namespace segicl::eval {
+
+struct ProtocolOptions {
+  std::string dataset;               // corpus dataset name, e.g. "chaos_mr_t2"
+  std::vector<std::string> tasks;    // structures or full task names; empty = every task
+  std::vector<int> num_examples{0, 1, 3};  // x values (the paper: 0..3; we also go to 5, 8, 16)
+  int draws = 5;                     // independent example draws per x (the paper averages 5)
+  uint64_t seed = 0;                 // draws are a pure function of (seed, task, x, draw, case)
+  int max_cases = 0;                 // evaluate only the first N query cases (0 = all)
+  int ddim_steps = 4;                // decoder sampling steps
+  int num_samples = 1;               // decoder samples averaged per slice
+  int batch_slices = 32;             // query slices per forward pass
+  bool with_text = true;             // give the instruction "segment the <structure>" too
+  bool hd95 = true;                  // also compute HD95 (mm) per volume
+  std::vector<std::string> methods{"segicl", "atlas"};  // "atlas": mean of the example masks > 0.5
+};
+
+struct CaseScore {
+  std::string task, method, case_id;
+  int num_examples = 0, draw = 0;
+  double dice = 0, hd95 = 0;
+  bool both_empty = false;
+};
+
+struct ProtocolResult {
+  config::Json options;            // the resolved options, model meta, corpus root
+  std::vector<CaseScore> scores;   // one row per (task, method, x, draw, case)
+  double seconds = 0;
+};
+
+// Runs the protocol. `model` may be null when only baselines are requested. Throws UsageError for
+// an unknown dataset/task or a model whose resolution/channels do not fit, IoError/DataError for
+// unreadable cases.
+ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl* model, const ProtocolOptions& options);
+
+// Summary: for each (task, method, x) the mean over cases per draw, then mean and standard
+// deviation over draws; plus the mean over tasks. As JSON.
+config::Json summarize(const ProtocolResult& result);
+
+// Writes metrics.json (options, summary, every row), report.md (tables: tasks as columns, Dice %
+// mean ± std over draws; the paper's rows beside ours for chaos_mr_t2) and a completion marker
+// DONE, into `out_dir`, atomically per file. Returns the Markdown text.
+std::string write_report(const ProtocolResult& result, const std::string& out_dir);
+
+}  // namespace segicl::eval

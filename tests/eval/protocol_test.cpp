@@ -1,0 +1,73 @@
+#include "segicl/eval/protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "segicl/core/atomic_file.h"
+#include "segicl/io/volume.h"
+
+namespace segicl::eval {
+namespace fs = std::filesystem;
+
+TEST(Summarize, AveragesCasesPerDrawThenDrawsAndTasks) {
+  ProtocolResult r;
+  // Task A, x=1: draw 0 cases {0.2, 0.4} -> 0.3; draw 1 cases {0.5, 0.7} -> 0.6; mean 0.45.
+  for (auto [draw, dice] : std::vector<std::pair<int, double>>{{0, 0.2}, {0, 0.4}, {1, 0.5}, {1, 0.7}})
+    r.scores.push_back({"d/A", "segicl", "c", 1, draw, dice, 0, false});
+  // Task B, x=1: draws 0.9 and 0.7 -> 0.8.
+  r.scores.push_back({"d/B", "segicl", "c", 1, 0, 0.9, 0, false});
+  r.scores.push_back({"d/B", "segicl", "c", 1, 1, 0.7, 0, false});
+  auto s = summarize(r);
+  ASSERT_EQ(s["per_task"].size(), 2u);
+  EXPECT_NEAR(s["per_task"][0]["dice_mean"].get<double>(), 0.45, 1e-12);
+  EXPECT_NEAR(s["per_task"][0]["dice_std_over_draws"].get<double>(), std::sqrt(0.045), 1e-12);
+  // Mean over tasks per draw: (0.3 + 0.9)/2 = 0.6 and (0.6 + 0.7)/2 = 0.65 -> 0.625.
+  EXPECT_NEAR(s["mean_over_tasks"][0]["dice_mean"].get<double>(), 0.625, 1e-12);
+}
+
+TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  // Three 2D "patients" with the same square: the atlas of any examples is the square itself.
+  fs::path root = fs::temp_directory_path() / ("segicl_protocol_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "toy" / "images");
+  fs::create_directories(root / "toy" / "labels");
+  std::string cases;
+  for (int i = 0; i < 3; ++i) {
+    io::Volume image;
+    image.dims = 2;
+    image.size = {40, 40, 1};
+    image.voxels.assign(1600, 10.0f);
+    io::LabelMap labels;
+    labels.dims = 2;
+    labels.size = {40, 40, 1};
+    labels.labels.assign(1600, 0);
+    for (int y = 10; y < 30; ++y)
+      for (int x = 8; x < 28; ++x) labels.labels[y * 40 + x] = 1, image.voxels[y * 40 + x] = 200.0f;
+    std::string id = "p" + std::to_string(i);
+    io::write_image(image, (root / "toy" / "images" / (id + ".png")).string());
+    io::write_labels(labels, (root / "toy" / "labels" / (id + ".png")).string());
+    cases += std::string(i ? "," : "") + R"({"id": ")" + id + R"(", "group": ")" + id + R"(", "image": "images/)" + id +
+             R"(.png", "label": "labels/)" + id + R"(.png"})";
+  }
+  std::ofstream(root / "toy" / "dataset.json") << R"({"name": "toy", "dims": 2, "labels": {"1": "square"}, "cases": [)"
+                                               << cases << "]}";
+  auto corpus = data::Corpus::open(root.string());  // no README: the dataset is ood, all cases are queries
+  ProtocolOptions o;
+  o.dataset = "toy";
+  o.num_examples = {1, 2};
+  o.draws = 2;
+  o.methods = {"atlas"};
+  auto result = run_protocol(corpus, nullptr, o);
+  EXPECT_EQ(result.scores.size(), 3u * 2 * 2);
+  for (const auto& row : result.scores) EXPECT_NEAR(row.dice, 1.0, 1e-9) << row.case_id;
+  auto md = write_report(result, (root / "report").string());
+  EXPECT_NE(md.find("atlas ICL-1"), std::string::npos);
+  EXPECT_TRUE(fs::exists(root / "report" / "metrics.json"));
+  EXPECT_TRUE(fs::exists(root / "report" / "DONE"));
+  fs::remove_all(root);
+}
+
+}  // namespace segicl::eval

@@ -1,0 +1,143 @@
+#include "segicl/train/trainer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "segicl/core/error.h"
+#include "segicl/data/pack.h"
+#include "segicl/models/checkpoint.h"
+
+namespace segicl::train {
+namespace fs = std::filesystem;
+
+namespace {
+
+// A small real-looking pack: 4 patients x 4 slices, a bright square "liver" that moves.
+std::string write_toy_pack(const fs::path& dir) {
+  data::Dataset d;
+  d.name = "toy_ct";
+  d.modality = "CT";
+  d.dims = 3;
+  d.role = data::Role::kTrain;
+  d.tasks = {{"toy_ct/liver", "liver", {1}}};
+  for (int i = 0; i < 4; ++i) d.cases.push_back({"c" + std::to_string(i), "g" + std::to_string(i), "", "", "", {}, "", data::Split::kTrain});
+  data::PackOptions options;
+  options.preprocess.resolution = 32;
+  data::PackWriter writer(data::PackPurpose::kTrain, options);
+  for (int i = 0; i < 4; ++i) {
+    data::PreparedVolume v;
+    v.image = torch::full({1, 4, 32, 32}, 0.2);
+    v.labels = torch::zeros({4, 32, 32}, torch::kInt32);
+    for (int s = 0; s < 4; ++s) {
+      v.labels[s].slice(0, 4 + 2 * s, 16 + 2 * s).slice(1, 6 + i, 20 + i).fill_(1);
+      v.image[0][s].slice(0, 4 + 2 * s, 16 + 2 * s).slice(1, 6 + i, 20 + i).fill_(0.8);
+    }
+    writer.add_case(d, d.cases[i], v);
+  }
+  auto path = (dir / "toy.pack").string();
+  writer.write(path);
+  return path;
+}
+
+class Trainer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("segicl_train_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    pack_ = write_toy_pack(dir_);
+    options_.preset = "tiny";
+    options_.pack = pack_;
+    options_.batch_size = 2;
+    options_.log_every = 1;
+    options_.checkpoint_every = 2;
+    options_.warmup_steps = 1;
+    options_.device = "cpu";
+    options_.episodes.max_context = 2;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::vector<torch::Tensor> weights_of(const std::string& checkpoint) {
+    auto loaded = models::load_checkpoint(checkpoint);
+    std::vector<torch::Tensor> out;
+    for (auto& p : loaded.model->parameters()) out.push_back(p.detach().clone());
+    return out;
+  }
+  fs::path dir_;
+  std::string pack_;
+  TrainOptions options_;
+};
+
+}  // namespace
+
+TEST_F(Trainer, StageOneWritesCheckpointLogAndResolvedConfig) {
+  options_.steps = 3;
+  auto result = run_training(options_, (dir_ / "s1").string(), false);
+  EXPECT_EQ(result.step, 3);
+  EXPECT_TRUE(fs::exists(dir_ / "s1" / "checkpoint.pt"));
+  EXPECT_TRUE(fs::exists(dir_ / "s1" / "log.csv"));
+  EXPECT_TRUE(fs::exists(dir_ / "s1" / "config.resolved.json"));
+  auto meta = models::read_checkpoint_meta((dir_ / "s1" / "checkpoint.pt").string());
+  EXPECT_EQ(meta["stage"], 1);
+  EXPECT_EQ(meta["step"], 3);
+  EXPECT_THROW(run_training(options_, (dir_ / "s1").string(), false), UsageError) << "never overwrite a run";
+}
+
+TEST_F(Trainer, ResumeIsExact) {
+  options_.steps = 4;
+  run_training(options_, (dir_ / "straight").string(), false);
+  options_.steps = 2;
+  run_training(options_, (dir_ / "split").string(), false);
+  options_.steps = 4;
+  run_training(options_, (dir_ / "split").string(), true);
+  auto a = weights_of((dir_ / "straight" / "checkpoint.pt").string());
+  auto b = weights_of((dir_ / "split" / "checkpoint.pt").string());
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+}
+
+TEST_F(Trainer, StageTwoStartsFromStageOneAndKeepsTheDecoderFrozen) {
+  options_.steps = 2;
+  run_training(options_, (dir_ / "s1").string(), false);
+  TrainOptions two = options_;
+  two.stage = 2;
+  two.init_checkpoint = (dir_ / "s1" / "checkpoint.pt").string();
+  two.steps = 2;
+  run_training(two, (dir_ / "s2").string(), false);
+  auto s1 = models::load_checkpoint((dir_ / "s1" / "checkpoint.pt").string());
+  auto s2 = models::load_checkpoint((dir_ / "s2" / "checkpoint.pt").string());
+  auto p1 = s1.model->denoiser->named_parameters(), p2 = s2.model->denoiser->named_parameters();
+  for (const auto& p : p1) EXPECT_TRUE(torch::equal(p.value(), p2[p.key()])) << p.key();
+  bool moved = false;
+  auto v1 = s1.model->projector->named_parameters(), v2 = s2.model->projector->named_parameters();
+  for (const auto& p : v1) moved |= !torch::equal(p.value(), v2[p.key()]);
+  EXPECT_TRUE(moved) << "stage 2 must train the projector";
+}
+
+TEST_F(Trainer, StopRequestEndsWithACheckpoint) {
+  options_.steps = 100000;
+  // What SIGINT does in the CLI: ask the loop to stop; it finishes the step and saves.
+  std::thread stopper([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    request_stop();
+  });
+  auto result = run_training(options_, (dir_ / "stopped").string(), false);
+  stopper.join();
+  EXPECT_TRUE(result.interrupted);
+  EXPECT_LT(result.step, 100000);
+  EXPECT_EQ(models::read_checkpoint_meta((dir_ / "stopped" / "checkpoint.pt").string())["step"], result.step);
+  EXPECT_TRUE(fs::exists(dir_ / "stopped" / "checkpoint.pt"));
+}
+
+TEST_F(Trainer, CorruptCheckpointIsRefusedOnResume) {
+  options_.steps = 2;
+  run_training(options_, (dir_ / "c").string(), false);
+  auto path = dir_ / "c" / "checkpoint.pt";
+  fs::resize_file(path, fs::file_size(path) / 2);
+  EXPECT_THROW(run_training(options_, (dir_ / "c").string(), true), FormatError);
+}
+
+}  // namespace segicl::train
