@@ -207,7 +207,7 @@ Json TrainOptions::to_json() const {
           {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps}, {"grad_clip", grad_clip},
           {"log_every", log_every}, {"checkpoint_every", checkpoint_every}, {"val_every", val_every},
           {"val_episodes", val_episodes}, {"lora_rank", lora_rank}, {"seed", seed}, {"device", device},
-          {"bf16", bf16}, {"max_seconds", max_seconds}, {"episodes", episode_json(episodes)}};
+          {"bf16", bf16}, {"max_seconds", max_seconds}, {"stop_at", stop_at}, {"episodes", episode_json(episodes)}};
 }
 
 TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
@@ -234,6 +234,7 @@ TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
   o.device = merged["device"];
   o.bf16 = merged["bf16"];
   o.max_seconds = merged["max_seconds"];
+  o.stop_at = merged["stop_at"];
   const Json& e = merged["episodes"];
   o.episodes.resolution = e["resolution"];
   o.episodes.min_context = e["min_context"];
@@ -264,6 +265,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
     o = TrainOptions::from_json(meta.at("train"), checkpoint_path);
     o.steps = requested.steps;
     o.max_seconds = requested.max_seconds;
+    o.stop_at = requested.stop_at;
     o.device = requested.device;
   }
   if (o.stage != 1 && o.stage != 2) SEGICL_THROW(UsageError, "--stage must be 1 or 2", "", "");
@@ -370,7 +372,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   TrainResult result;
   for (; step < o.steps; ++step) {
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    if (g_stop.load() || (o.max_seconds > 0 && elapsed > o.max_seconds)) {
+    if (g_stop.load() || (o.max_seconds > 0 && elapsed > o.max_seconds) || (o.stop_at > 0 && step >= o.stop_at)) {
       result.interrupted = g_stop.load();
       break;
     }

@@ -47,6 +47,7 @@ void register_train(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_option("--bf16", o.bf16, "bf16 autocast on CUDA")->capture_default_str();
   cmd->add_option("--max-seconds", o.max_seconds, "Stop with a checkpoint after this many seconds (0 = no limit)")->capture_default_str();
+  cmd->add_option("--stop-at", o.stop_at, "Stop with a checkpoint at this step; the schedule still spans --steps (0 = off)")->capture_default_str();
   cmd->add_flag("--resume", resume, "Continue the run in --out from its checkpoint.pt (exact: weights, optimizer, step, RNG)");
   cmd->callback([&global] {
     start(global);

@@ -33,6 +33,8 @@ struct TrainOptions {
   std::string device = "auto";      // auto | cpu | cuda
   bool bf16 = true;                 // bf16 autocast on CUDA (never on CPU: ~30x slower there)
   int64_t max_seconds = 0;          // stop (with a checkpoint) after this wall time; 0 = no limit
+  int64_t stop_at = 0;              // stop (with a checkpoint) at this step; the learning-rate
+                                    // schedule still spans `steps` (0 = run to `steps`)
   data::EpisodeOptions episodes;    // k range, synthetic share, augmentation
 
   config::Json to_json() const;
