@@ -165,10 +165,12 @@ EpisodeBatch EpisodeSampler::sample(int batch_size) {
     auto slot_index = torch::tensor(slots);
     auto real_images = pack_->images().index_select(0, source_index).to(torch::kFloat32).div_(255.0);
     auto real_labels = pack_->labels().index_select(0, source_index).to(torch::kLong);
-    auto table = torch::zeros({static_cast<int64_t>(slots.size()), 256}, torch::kFloat32);
+    // Filled on the host: one tensor op per entry would cost more than the whole gather.
+    std::vector<float> lookup(slots.size() * 256, 0.0f);
     for (size_t j = 0; j < slots.size(); ++j)
       for (int id : pack_->tasks()[task_of[slots[j] / n]].label_ids)
-        if (id >= 0 && id < 256) table[j][id] = 1.0f;
+        if (id >= 0 && id < 256) lookup[j * 256 + id] = 1.0f;
+    auto table = torch::from_blob(lookup.data(), {static_cast<int64_t>(slots.size()), 256}, torch::kFloat32);
     auto real_masks = table.gather(1, real_labels.view({static_cast<int64_t>(slots.size()), -1}))
                           .view({-1, 1, pr, pr});
     if (pr != r) {
