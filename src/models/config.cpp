@@ -115,7 +115,8 @@ config::Json ModelConfig::to_json() const {
                       {"lora_rank", lora_rank},
                       {"lora_alpha", lora_alpha},
                       {"ae_loss_weight", ae_loss_weight},
-                      {"diffusion_loss_weight", diffusion_loss_weight}};
+                      {"diffusion_loss_weight", diffusion_loss_weight},
+                      {"stage2_decoder_loss_weight", stage2_decoder_loss_weight}};
 }
 
 ModelConfig ModelConfig::from_json(const config::Json &j, const std::string &origin) {
@@ -157,6 +158,7 @@ ModelConfig ModelConfig::from_json(const config::Json &j, const std::string &ori
     SEGICL_READ(lora_alpha);
     SEGICL_READ(ae_loss_weight);
     SEGICL_READ(diffusion_loss_weight);
+    SEGICL_READ(stage2_decoder_loss_weight);
 #undef SEGICL_READ
   } catch (const config::Json::exception &e) {
     SEGICL_THROW(ConfigError, std::string("model config value has the wrong type: ") + e.what(),

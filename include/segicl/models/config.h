@@ -78,6 +78,9 @@ struct ModelConfig {
   // -----------------------------------------------------------------
   double ae_loss_weight = 1.0;         // weight of BCE + soft Dice of the autoencoder
   double diffusion_loss_weight = 1.0;  // weight of the epsilon MSE (Eq. 6)
+  // Stage 2: weight of the decoder-aware term (S through the frozen decoder's first DDIM x0
+  // estimate and AE, BCE + soft Dice vs the query mask) added to Eq. 5; 0 = the paper's loss only.
+  double stage2_decoder_loss_weight = 1.0;
 
   // Derived sizes.
   int64_t token_grid() const;    // g = sqrt(T)
