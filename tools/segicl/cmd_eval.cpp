@@ -13,18 +13,6 @@
 namespace segicl::cli {
 namespace {
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> parts;
-  size_t begin = 0;
-  while (begin <= text.size() && !text.empty()) {
-    size_t comma = text.find(',', begin);
-    parts.push_back(text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin));
-    if (comma == std::string::npos) break;
-    begin = comma + 1;
-  }
-  return parts;
-}
-
 // Mask tensor [Z, Y, X] of `labels` == label (label < 0: any non-zero).
 torch::Tensor mask_of(const io::LabelMap& labels, int label) {
   std::vector<uint8_t> values(labels.labels.size());

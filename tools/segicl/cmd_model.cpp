@@ -40,12 +40,7 @@ void register_model(CLI::App& app, GlobalOptions& global) {
                   meta.value("created", "?").c_str());
       return;
     }
-    for (size_t begin = 0; begin < presets.size();) {
-      size_t comma = presets.find(',', begin);
-      std::string name = presets.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
-      print_info(models::load_preset(name), name);
-      begin = comma == std::string::npos ? presets.size() : comma + 1;
-    }
+    for (const auto& name : split_list(presets)) print_info(models::load_preset(name), name);
   });
   auto* exp = cmd->add_subcommand("export", "Write a weights-only checkpoint (fp16 by default) for shipping\n  e.g. segicl model export runs/s2/best.pt models/segicl-cpu.pt");
   static std::string in, out;

@@ -42,12 +42,7 @@ void register_pack(CLI::App& app, GlobalOptions& global) {
     auto which = purpose == "train" ? data::PackPurpose::kTrain
                  : purpose == "val" ? data::PackPurpose::kVal
                                     : data::PackPurpose::kEval;
-    std::vector<std::string> wanted;
-    for (size_t start = 0; start < datasets.size();) {
-      size_t comma = datasets.find(',', start);
-      wanted.push_back(datasets.substr(start, comma - start));
-      start = comma == std::string::npos ? datasets.size() : comma + 1;
-    }
+    const std::vector<std::string> wanted = split_list(datasets);
     data::PackWriter writer(which, options);
     auto logger = log::get("pack");
     auto started = std::chrono::steady_clock::now();

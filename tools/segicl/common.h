@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace segicl::cli {
 
@@ -28,6 +29,17 @@ void register_segment(CLI::App& app, GlobalOptions& global);
 
 // Thrown by a verb that stopped on SIGINT/SIGTERM after saving its state: exit code 130.
 struct Interrupted {};
+
+// Splits a comma-separated flag value ("0,1,3"); "" gives no items, a trailing comma is ignored.
+inline std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> parts;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t comma = text.find(',', begin);
+    parts.push_back(text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin));
+    begin = comma == std::string::npos ? text.size() : comma + 1;
+  }
+  return parts;
+}
 
 // Applies --threads/--log-level/--quiet and runs the BLAS check; called by every verb first.
 void start(const GlobalOptions& global);
