@@ -15,6 +15,10 @@ void start(const GlobalOptions& global) {
   runtime::check_blas_speed();
 }
 
+#ifdef SEGICL_HAVE_SERVE
+void register_serve(CLI::App& app, GlobalOptions& global);  // cmd_serve.cpp, built with cpp-httplib
+#endif
+
 }  // namespace segicl::cli
 
 int main(int argc, char** argv) {
@@ -35,6 +39,9 @@ int main(int argc, char** argv) {
   cli::register_eval(app, global);
   cli::register_compare(app, global);
   cli::register_segment(app, global);
+#ifdef SEGICL_HAVE_SERVE
+  cli::register_serve(app, global);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

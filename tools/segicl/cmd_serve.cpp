@@ -1,0 +1,94 @@
+// `segicl serve`: loads a checkpoint once and answers HTTP segment requests (docs/serve.md), with
+// the NiiVue page at /. Parses flags and handles signals; the server itself is segicl_serve.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "common.h"
+#include "segicl/core/error.h"
+#include "segicl/serve/server.h"
+
+#ifndef SEGICL_SOURCE_DIR
+#define SEGICL_SOURCE_DIR "."
+#endif
+
+namespace segicl::cli {
+namespace {
+
+std::string executable_path() {
+  std::error_code ec;
+  auto path = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : path.string();
+}
+
+std::string default_model() {
+  if (const char* env = std::getenv("SEGICL_MODEL"); env && *env) return env;
+  return std::string(SEGICL_SOURCE_DIR) + "/models/segicl-cpu.pt";
+}
+
+void run_serve(serve::ServerOptions options) {
+  if (options.web_root.empty()) options.web_root = serve::find_web_root(executable_path());
+  if (options.samples_root.empty()) options.samples_root = serve::find_samples_root();
+  // SIGINT/SIGTERM go to one thread waiting in sigwait rather than to a handler, so stopping the
+  // server runs as ordinary code. Blocked before any thread starts, so every thread inherits it.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string host = options.host;
+  serve::Server server(std::move(options));
+  const int port = server.bind();
+  // The one stdout line: scripts and tests started with --port 0 read the address from it.
+  std::printf("segicl serve: listening on http://%s:%d/\n", host.c_str(), port);
+  std::fflush(stdout);
+  std::thread waiter([&server, signals] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    server.stop();
+  });
+  server.run();
+  // run() also returns when the listener fails; wake the waiter so it can be joined.
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, GlobalOptions& global) {
+  static serve::ServerOptions o;
+  static int threads = -1;
+  o.model = default_model();
+  auto* cmd = app.add_subcommand(
+      "serve",
+      "Serve the model over HTTP (API under /v1, NiiVue web page at /); see docs/serve.md\n"
+      "  e.g. segicl serve --port 8080 --model models/segicl-cpu.pt\n"
+      "       curl -F image=@ct.nii.gz -F text='segment the liver' localhost:8080/v1/segment");
+  cmd->add_option("--host", o.host, "Address to bind (a non-loopback address without --token logs a warning)")->capture_default_str();
+  cmd->add_option("--port", o.port, "TCP port (0: any free port; the bound address is printed on stdout)")->capture_default_str();
+  cmd->add_option("--model", o.model, "Checkpoint (default: $SEGICL_MODEL, else models/segicl-cpu.pt in the source tree)")->capture_default_str();
+  cmd->add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--token", o.token, "Require 'Authorization: Bearer TOKEN' on /v1/* except /v1/health (default: none)");
+  cmd->add_option("--max-upload-mb", o.max_upload_mb, "Largest request body in MiB (larger: 413)")->capture_default_str();
+  cmd->add_option("--workers", o.workers, "Segment requests run at once")->capture_default_str();
+  cmd->add_option("--queue", o.queue, "Requests that may wait for a worker (more: 503 + Retry-After)")->capture_default_str();
+  cmd->add_option("--threads", threads, "Intra-op CPU threads for the model (overrides the global --threads; -1: keep it)")->capture_default_str();
+  cmd->add_option("--max-steps", o.limits.max_steps, "Largest DDIM steps a request may ask for")->capture_default_str();
+  cmd->add_option("--max-samples", o.limits.max_samples, "Largest diffusion samples a request may ask for")->capture_default_str();
+  cmd->add_option("--max-examples", o.limits.max_examples, "Most example pairs per request")->capture_default_str();
+  cmd->add_option("--web", o.web_root, "Folder of the web page (default: $SEGICL_WEB, <build>/web, or web/ in the source tree)");
+  cmd->add_option("--samples", o.samples_root, "Bundled samples folder (default: $SEGICL_SAMPLES, else data/samples)");
+  cmd->callback([&global] {
+    GlobalOptions g = global;
+    if (threads >= 0) g.threads = threads;
+    start(g);
+    run_serve(o);
+  });
+}
+
+}  // namespace segicl::cli
