@@ -44,6 +44,7 @@ int64_t ModelConfig::token_grid() const { return isqrt_exact(num_condition_token
 int64_t ModelConfig::patch_size() const { return resolution / token_grid(); }
 int64_t ModelConfig::example_grid() const { return isqrt_exact(tokens_per_example); }
 int64_t ModelConfig::max_context() const {
+  if (is_crossconv()) return crossconv_max_context;
   return (max_seq_len - max_text_tokens - num_condition_tokens) / (2 * tokens_per_example);
 }
 
@@ -80,10 +81,24 @@ void ModelConfig::validate(const std::string &origin) const {
     fail("noise_schedule must be \"cosine\" or \"scaled_linear\"");
   if (prediction != "epsilon" && prediction != "v") fail("prediction must be \"epsilon\" or \"v\"");
   if (lora_rank < 0) fail("lora_rank must be >= 0");
+  if (architecture != "segicl" && architecture != "crossconv")
+    fail("architecture must be \"segicl\" or \"crossconv\"");
+  if (crossconv_encoder.size() < 2 || crossconv_decoder.size() + 1 != crossconv_encoder.size())
+    fail("crossconv_decoder must have one level fewer than crossconv_encoder (>= 2 levels)");
+  for (int64_t w : crossconv_encoder) if (w <= 0) fail("crossconv widths must be positive");
+  for (int64_t w : crossconv_decoder) if (w <= 0) fail("crossconv widths must be positive");
+  if (crossconv_patch < 1) fail("crossconv_patch must be >= 1");
+  if (is_crossconv() &&
+      (resolution % crossconv_patch != 0 ||
+       (resolution / crossconv_patch) % (int64_t{1} << (crossconv_encoder.size() - 1)) != 0))
+    fail("resolution / crossconv_patch must be divisible by 2^(levels-1) of crossconv_encoder");
+  if (text_buckets < 2 || text_dim <= 0) fail("text_buckets must be >= 2 and text_dim positive");
+  if (crossconv_max_context < 1) fail("crossconv_max_context must be >= 1");
 }
 
 config::Json ModelConfig::to_json() const {
-  return config::Json{{"resolution", resolution},
+  return config::Json{{"architecture", architecture},
+                      {"resolution", resolution},
                       {"in_channels", in_channels},
                       {"num_condition_tokens", num_condition_tokens},
                       {"cond_dim", cond_dim},
@@ -116,7 +131,14 @@ config::Json ModelConfig::to_json() const {
                       {"lora_alpha", lora_alpha},
                       {"ae_loss_weight", ae_loss_weight},
                       {"diffusion_loss_weight", diffusion_loss_weight},
-                      {"stage2_decoder_loss_weight", stage2_decoder_loss_weight}};
+                      {"stage2_decoder_loss_weight", stage2_decoder_loss_weight},
+                      {"crossconv_encoder", crossconv_encoder},
+                      {"crossconv_decoder", crossconv_decoder},
+                      {"crossconv_text", crossconv_text},
+                      {"crossconv_patch", crossconv_patch},
+                      {"text_buckets", text_buckets},
+                      {"text_dim", text_dim},
+                      {"crossconv_max_context", crossconv_max_context}};
 }
 
 ModelConfig ModelConfig::from_json(const config::Json &j, const std::string &origin) {
@@ -125,6 +147,7 @@ ModelConfig ModelConfig::from_json(const config::Json &j, const std::string &ori
   ModelConfig c;
   try {
 #define SEGICL_READ(key) c.key = merged.at(#key).get<decltype(c.key)>()
+    SEGICL_READ(architecture);
     SEGICL_READ(resolution);
     SEGICL_READ(in_channels);
     SEGICL_READ(num_condition_tokens);
@@ -159,6 +182,13 @@ ModelConfig ModelConfig::from_json(const config::Json &j, const std::string &ori
     SEGICL_READ(ae_loss_weight);
     SEGICL_READ(diffusion_loss_weight);
     SEGICL_READ(stage2_decoder_loss_weight);
+    SEGICL_READ(crossconv_encoder);
+    SEGICL_READ(crossconv_decoder);
+    SEGICL_READ(crossconv_text);
+    SEGICL_READ(crossconv_patch);
+    SEGICL_READ(text_buckets);
+    SEGICL_READ(text_dim);
+    SEGICL_READ(crossconv_max_context);
 #undef SEGICL_READ
   } catch (const config::Json::exception &e) {
     SEGICL_THROW(ConfigError, std::string("model config value has the wrong type: ") + e.what(),
@@ -191,6 +221,29 @@ ModelConfig load_preset(const std::string &name_or_path) {
 }
 
 std::vector<std::pair<std::string, int64_t>> count_parameters_by_part(const ModelConfig &c) {
+  if (c.is_crossconv()) {
+    // Mirrors CrossConvNetImpl: cross conv on (query, support) channels, query conv, support conv
+    // (absent in the last decoder block), 1x1 head; text: embedding, 2-layer MLP, FiLM per block.
+    const auto &enc = c.crossconv_encoder, &dec = c.crossconv_decoder;
+    const int64_t ch = c.in_channels, pp = c.crossconv_patch * c.crossconv_patch;
+    int64_t blocks = 0, film = 0, td = c.text_dim;
+    for (size_t i = 0; i < enc.size(); ++i) {
+      const int64_t qi = i == 0 ? ch * pp : enc[i - 1], si = i == 0 ? (ch + 1) * pp : enc[i - 1];
+      blocks += conv(qi + si, enc[i], 3) + 2 * conv(enc[i], enc[i], 3);
+      film += linear(td, 2 * enc[i]);
+    }
+    int64_t below = enc.back();
+    for (size_t j = 0; j < dec.size(); ++j) {
+      const int64_t in = below + enc[enc.size() - 2 - j];
+      blocks += conv(2 * in, dec[j], 3) + (j + 1 == dec.size() ? 1 : 2) * conv(dec[j], dec[j], 3);
+      film += linear(td, 2 * dec[j]);
+      below = dec[j];
+    }
+    blocks += conv(below, pp, 1);
+    std::vector<std::pair<std::string, int64_t>> parts{{"crossblocks", blocks}};
+    if (c.crossconv_text) parts.push_back({"text", c.text_buckets * td + 2 * linear(td, td) + film + ch + 1});
+    return parts;
+  }
   const int64_t p = c.patch_size(), h = c.cond_hidden, d = c.cond_dim, T = c.num_condition_tokens;
   const int64_t vocab = Tokenizer::kVocabSize;
 
@@ -267,6 +320,31 @@ int64_t count_parameters(const ModelConfig &c) {
 }
 
 double flops_per_query(const ModelConfig &c, int num_context, int ddim_steps) {
+  if (c.is_crossconv()) {
+    // Per level: K cross convs and K support convs, one query conv (multiply-adds, doubled).
+    const double pairs = std::max(1, num_context);  // K = 0 runs the one null pair
+    const auto &enc = c.crossconv_encoder, &dec = c.crossconv_decoder;
+    const double pp = static_cast<double>(c.crossconv_patch * c.crossconv_patch);
+    const double ch = static_cast<double>(c.in_channels) * pp;
+    double side = static_cast<double>(c.resolution / c.crossconv_patch), mac = 0, qin = ch,
+           sin = ch + pp;
+    std::vector<double> sides;
+    for (size_t i = 0; i < enc.size(); ++i) {
+      const double f = static_cast<double>(enc[i]);
+      mac += side * side * 9 * (pairs * (qin + sin) * f + pairs * f * f + f * f);
+      sides.push_back(side);
+      qin = sin = f;
+      if (i + 1 < enc.size()) side /= 2;
+    }
+    double below = static_cast<double>(enc.back());
+    for (size_t j = 0; j < dec.size(); ++j) {
+      side = sides[sides.size() - 2 - j];
+      const double in = below + static_cast<double>(enc[enc.size() - 2 - j]), f = static_cast<double>(dec[j]);
+      mac += side * side * 9 * (pairs * 2 * in * f + (j + 1 == dec.size() ? 0 : pairs * f * f) + f * f);
+      below = f;
+    }
+    return 2 * mac;
+  }
   // Multiply-adds; doubled at the end. Convs: out_pixels * in * out * k^2.
   auto conv_mac = [](double side, double in, double out, double k) {
     return side * side * in * out * k * k;

@@ -25,10 +25,22 @@ bool is_lora_base(const std::string &name) {
          name.find("base.bias") != std::string::npos;
 }
 
+void require_architecture(const ModelConfig &config, bool crossconv, const char *what) {
+  if (config.is_crossconv() != crossconv)
+    SEGICL_THROW(UsageError,
+                 std::string(what) + " does not apply to architecture \"" + config.architecture + "\"", "",
+                 crossconv ? "use stage1_loss/stage2_loss for the segicl architecture"
+                           : "crossconv models train in one stage with crossconv_loss");
+}
+
 }  // namespace
 
 SegICLModelImpl::SegICLModelImpl(const ModelConfig &config)
     : config_(validated(config)), tokenizer_(config.max_text_tokens) {
+  if (config_.is_crossconv()) {
+    crossconv = register_module("crossconv", CrossConvNet(config_));
+    return;
+  }
   condition_encoder = register_module("condition_encoder", ConditionEncoder(config_));
   keyword_encoder = register_module("keyword_encoder", KeywordEncoder(config_));
   autoencoder = register_module("autoencoder", MaskAutoencoder(config_));
@@ -58,6 +70,7 @@ torch::Tensor SegICLModelImpl::tokenize(const std::vector<std::string> &instruct
 
 Stage1Losses SegICLModelImpl::stage1_loss(const torch::Tensor &masks, const torch::Tensor &images,
                                           const std::vector<std::string> &instructions) {
+  require_architecture(config_, false, "stage 1 loss");
   const int64_t r = config_.resolution;
   check_shape(masks, {-1, 1, r, r}, "masks");
   const int64_t b = masks.size(0);
@@ -169,7 +182,18 @@ torch::Tensor SegICLModelImpl::forward_condition(const data::EpisodeBatch &batch
   return run_query(prefix, valid, batch.query_images);
 }
 
+torch::Tensor SegICLModelImpl::crossconv_loss(const data::EpisodeBatch &batch) {
+  require_architecture(config_, true, "crossconv loss");
+  if (!batch.query_masks.defined())
+    SEGICL_THROW(UsageError, "crossconv_loss needs batch.query_masks", "", "use training episodes");
+  auto logits = crossconv(batch.query_images, batch.context_images, batch.context_masks, batch.context_valid,
+                          crossconv->word_ids(batch.instructions, batch.query_images.device()));
+  return torch::binary_cross_entropy_with_logits(logits, batch.query_masks) +
+         soft_dice_loss(logits, batch.query_masks);
+}
+
 torch::Tensor SegICLModelImpl::stage2_loss(const data::EpisodeBatch &batch) {
+  require_architecture(config_, false, "stage 2 loss");
   if (!batch.query_masks.defined()) {
     SEGICL_THROW(UsageError, "stage2_loss needs batch.query_masks", "", "use training episodes");
   }
@@ -216,6 +240,12 @@ void SegICLModelImpl::set_stage(int stage) {
 
 std::vector<torch::Tensor> SegICLModelImpl::parameters_for_stage(int stage) {
   std::vector<torch::Tensor> out;
+  if (config_.is_crossconv()) {
+    if (stage != 1)
+      SEGICL_THROW(UsageError, "crossconv models train in one stage (--stage 1), got " + std::to_string(stage), "",
+                   "pass --stage 1");
+    return parameters();
+  }
   auto add = [&](const torch::nn::Module &module, bool skip_lora_base) {
     for (const auto &item : module.named_parameters()) {
       if (skip_lora_base && is_lora_base(item.key())) continue;
@@ -239,6 +269,7 @@ std::vector<torch::Tensor> SegICLModelImpl::parameters_for_stage(int stage) {
 }
 
 void SegICLModelImpl::enable_lora(int64_t rank, double alpha) {
+  require_architecture(config_, false, "LoRA");
   transformer->enable_lora(rank, alpha);
   lora_enabled_ = true;
   // Adapters are created on the CPU; follow the model to wherever it lives.
@@ -251,6 +282,21 @@ ContextEncoding SegICLModelImpl::encode_context(const torch::Tensor &context_ima
   torch::NoGradGuard no_grad;
   ContextEncoding out;
   const auto dev = device();
+  if (config_.is_crossconv()) {
+    if (context_images.defined() && context_images.size(0) > 0) {
+      const int64_t r = config_.resolution;
+      check_shape(context_images, {-1, config_.in_channels, r, r}, "context_images");
+      check_shape(context_masks, {context_images.size(0), 1, r, r}, "context_masks");
+      out.context_images = context_images.to(dev).unsqueeze(0);
+      out.context_masks = context_masks.to(dev).unsqueeze(0);
+      out.num_context = context_images.size(0);
+    } else if (!config_.crossconv_text) {
+      SEGICL_THROW(UsageError, "this model (UniverSeg architecture without text) needs at least one example", "",
+                   "pass --example IMAGE LABEL, or use a model trained with text conditioning");
+    }
+    out.word_ids = crossconv->word_ids({instruction}, dev);
+    return out;
+  }
   auto ids = tokenize({instruction}, dev);
   torch::Tensor images, masks;
   if (context_images.defined() && context_images.size(0) > 0) {
@@ -269,6 +315,7 @@ ContextEncoding SegICLModelImpl::encode_context(const torch::Tensor &context_ima
 torch::Tensor SegICLModelImpl::predict_condition(const ContextEncoding &context,
                                                  const torch::Tensor &query_images) {
   torch::NoGradGuard no_grad;
+  require_architecture(config_, false, "predict_condition");
   return run_query(context.prefix, context.prefix_valid, query_images.to(context.prefix.device()));
 }
 
@@ -277,6 +324,7 @@ Prediction SegICLModelImpl::decode_condition(const torch::Tensor &tokens,
                                              const torch::Tensor &query_images,
                                              const SegmentOptions &options) {
   torch::NoGradGuard no_grad;
+  require_architecture(config_, false, "decode_condition");
   if (options.num_samples < 1) SEGICL_THROW(UsageError, "num_samples must be >= 1", "", "");
   const int64_t b = tokens.size(0), ns = options.num_samples, r = config_.resolution;
   auto kw = keyword.expand({b, keyword.size(1)}).repeat({ns, 1});
@@ -296,8 +344,40 @@ Prediction SegICLModelImpl::segment(const ContextEncoding &context,
                                     const torch::Tensor &query_images,
                                     const SegmentOptions &options) {
   torch::NoGradGuard no_grad;
+  if (config_.is_crossconv()) return segment_crossconv(context, query_images, options);
   auto query = query_images.to(context.prefix.device());
   return decode_condition(predict_condition(context, query), context.keyword, query, options);
+}
+
+Prediction SegICLModelImpl::segment_crossconv(const ContextEncoding &context, const torch::Tensor &query_images,
+                                              const SegmentOptions &options) {
+  if (options.num_samples < 1) SEGICL_THROW(UsageError, "num_samples must be >= 1", "", "");
+  const auto dev = device();
+  auto query = query_images.to(dev);
+  const int64_t b = query.size(0);
+  torch::Tensor images, masks, valid;
+  if (context.num_context > 0) {
+    images = context.context_images.expand({b, -1, -1, -1, -1});
+    masks = context.context_masks.expand({b, -1, -1, -1, -1});
+    valid = torch::ones({b, context.num_context}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+  }
+  auto ids = context.word_ids.expand({b, -1});
+  // The network is deterministic, so "samples" are test-time flips (identity, left-right,
+  // up-down, both, then again): their spread is the uncertainty map, their mean the probability.
+  std::vector<torch::Tensor> probs;
+  for (int64_t i = 0; i < options.num_samples; ++i) {
+    std::vector<int64_t> dims;
+    if (i % 4 == 1 || i % 4 == 3) dims.push_back(-1);
+    if (i % 4 == 2 || i % 4 == 3) dims.push_back(-2);
+    auto flip = [&](const torch::Tensor &t) { return dims.empty() || !t.defined() ? t : t.flip(dims); };
+    auto logits = crossconv(flip(query), flip(images), flip(masks), valid, ids);
+    probs.push_back(flip(torch::sigmoid(logits)));
+  }
+  auto stacked = torch::stack(probs);
+  Prediction out;
+  out.probability = stacked.mean(0);
+  out.variance = stacked.var(0, /*unbiased=*/false);
+  return out;
 }
 
 }  // namespace segicl::models

@@ -115,7 +115,7 @@ std::pair<double, double> validate(models::SegICLModelImpl& model, const data::E
     auto query = batch.query_images.slice(0, e, e + 1).to(device);
     auto truth = batch.query_masks.slice(0, e, e + 1);
     torch::Tensor probability;
-    if (stage == 1) {
+    if (stage == 1 && !model.config().is_crossconv()) {
       auto tokens = model.condition_encoder->forward(truth.to(device));
       auto context = model.encode_context({}, {}, batch.instructions[e]);
       probability = model.decode_condition(tokens, context.keyword, query, so).probability;
@@ -309,7 +309,10 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
                                  std::to_string(model->config().in_channels),
                  o.pack, "re-pack with the model's channel setting");
   o.episodes.resolution = static_cast<int>(model->config().resolution);
-  if (o.stage == 1) o.episodes.min_context = o.episodes.max_context = 0;  // stage 1 needs masks only
+  const bool crossconv = model->config().is_crossconv();
+  if (o.stage == 1 && !crossconv) o.episodes.min_context = o.episodes.max_context = 0;  // masks only
+  // Without text conditioning the UniverSeg architecture has nothing to go on at K = 0.
+  if (crossconv && !model->config().crossconv_text) o.episodes.min_context = std::max(1, o.episodes.min_context);
   o.episodes.max_context = std::min<int>(o.episodes.max_context, static_cast<int>(model->config().max_context()));
   data::EpisodeSampler sampler(pack, o.episodes, derive_seed(o.seed, "episodes"));
 
@@ -383,7 +386,8 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
     torch::Tensor loss;
     {
       AutocastScope scope(autocast);
-      loss = o.stage == 1 ? model->stage1_loss(batch.query_masks, batch.query_images, batch.instructions).total
+      loss = crossconv      ? model->crossconv_loss(batch)
+             : o.stage == 1 ? model->stage1_loss(batch.query_masks, batch.query_images, batch.instructions).total
                           : model->stage2_loss(batch);
     }
     if (!std::isfinite(loss.item<double>()))

@@ -16,6 +16,11 @@ namespace segicl::models {
 // Like leveldb's Options: plain data, defaults are the `cpu` preset.
 // Thread-safe as a value.
 struct ModelConfig {
+  // Which network: "segicl" (the paper: vision encoder + causal transformer + latent diffusion
+  // decoder, two training stages) or "crossconv" (UniverSeg's CrossBlock network, optionally with
+  // text FiLM; one stage; see crossconv.h). The sections below apply to the architecture they
+  // name; the others are ignored (but still validated, so keep their defaults).
+  std::string architecture = "segicl";
   // ---- geometry
   // -------------------------------------------------------------------------------
   int64_t resolution = 128;  // R: side of images and masks in pixels; a multiple of 8 (AE stride)
@@ -85,6 +90,18 @@ struct ModelConfig {
   // all-background plateau within 600 CPU steps (see models/README.md).
   double stage2_decoder_loss_weight = 0.0;
 
+  // ---- crossconv (architecture "crossconv")
+  std::vector<int64_t> crossconv_encoder = {64, 64, 64, 64};  // CrossBlock widths per level (UniverSeg)
+  std::vector<int64_t> crossconv_decoder = {64, 64, 64};      // one fewer than the encoder
+  bool crossconv_text = false;         // FiLM by the instruction + a null pair for K = 0
+  // Sub-pixel stem: inputs are pixel-unshuffled by this factor (R/p grid, C*p*p channels) and the
+  // logits pixel-shuffled back to R, so the network costs ~p^2 less at the same output size
+  // (1 = UniverSeg as published).
+  int64_t crossconv_patch = 1;
+  int64_t text_buckets = 4096;         // hashed word vocabulary of the text embedding
+  int64_t text_dim = 64;               // width of the text embedding
+  int64_t crossconv_max_context = 16;  // most support pairs per query
+  bool is_crossconv() const { return architecture == "crossconv"; }
   // Derived sizes.
   int64_t token_grid() const;    // g = sqrt(T)
   int64_t patch_size() const;    // R / g

@@ -18,6 +18,7 @@
 #include "segicl/data/episode.h"
 #include "segicl/models/causal_transformer.h"
 #include "segicl/models/condition_encoder.h"
+#include "segicl/models/crossconv.h"
 #include "segicl/models/config.h"
 #include "segicl/models/latent_denoiser.h"
 #include "segicl/models/mask_autoencoder.h"
@@ -40,6 +41,11 @@ struct ContextEncoding {
   torch::Tensor prefix_valid;  // [1, Lp] bool
   torch::Tensor keyword;       // [1, cond_dim] c_k of the instruction (zeros without text)
   int64_t num_context = 0;
+  // Architecture "crossconv": the pairs themselves (every query convolves with them) and the
+  // instruction's word ids; the fields above stay undefined.
+  torch::Tensor context_images;  // [1, K, C, R, R]
+  torch::Tensor context_masks;   // [1, K, 1, R, R]
+  torch::Tensor word_ids;        // [1, L]
 };
 
 struct SegmentOptions {
@@ -75,6 +81,8 @@ class SegICLModelImpl : public torch::nn::Module {
   // REQUIRES batch.query_masks defined. K = 0 is allowed (then context tensors
   // may be undefined).
   torch::Tensor stage2_loss(const data::EpisodeBatch &batch);
+  // Architecture "crossconv" (its one stage): BCE + soft Dice of the query mask logits.
+  torch::Tensor crossconv_loss(const data::EpisodeBatch &batch);
   // S [B, T, cond_dim] for a batch of episodes (with gradients when enabled).
   torch::Tensor forward_condition(const data::EpisodeBatch &batch);
 
@@ -122,6 +130,7 @@ class SegICLModelImpl : public torch::nn::Module {
   VisionEncoder vision_encoder{nullptr};
   CausalTransformer transformer{nullptr};
   Projector projector{nullptr};
+  CrossConvNet crossconv{nullptr};  // only for architecture "crossconv" (then the others are null)
 
  private:
   // Embedded prefix [B, Lp, d_model] and its validity [B, Lp].
@@ -129,6 +138,8 @@ class SegICLModelImpl : public torch::nn::Module {
                                                        const torch::Tensor &context_images,
                                                        const torch::Tensor &context_masks,
                                                        const torch::Tensor &context_valid);
+  Prediction segment_crossconv(const ContextEncoding &context, const torch::Tensor &query_images,
+                               const SegmentOptions &options);
   torch::Tensor run_query(const torch::Tensor &prefix, const torch::Tensor &prefix_valid,
                           const torch::Tensor &query_images);
 
