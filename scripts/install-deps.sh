@@ -12,7 +12,12 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev zstd libcpp-httplib-dev
   python3-nibabel python3-numpy time
+  chromium
 )
+# The web page's build step (npm) and its headless test (node): a node that is already there
+# (e.g. NodeSource's, which bundles npm and conflicts with Debian's npm package) is kept.
+command -v node >/dev/null || PACKAGES+=(nodejs)
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -39,3 +44,7 @@ if command -v update-alternatives >/dev/null; then
     if [ -n "$target" ]; then update-alternatives --set "$alt" "$target" >/dev/null 2>&1 || true; fi
   done
 fi
+
+# npm packages of the web page (NiiVue) and of its test (playwright-core), from the committed lock
+# file into web/node_modules; the build copies NiiVue next to the page from there.
+"$(dirname "${BASH_SOURCE[0]}")/vendor-web.sh"
