@@ -81,6 +81,32 @@ TEST(CountParameters, MatchesRealModuleForCpu) {
   EXPECT_EQ(count_parameters(c), real_count(c));
 }
 
+TEST(CountParameters, MatchesRealModuleForCrossconvPresets) {
+  for (const char *name : {"universeg", "crossconv-cpu", "crossconv-tiny"}) {
+    auto c = load_preset(name);
+    EXPECT_TRUE(c.is_crossconv()) << name;
+    EXPECT_EQ(count_parameters(c), real_count(c)) << name;
+  }
+  auto c = load_preset("crossconv-tiny");
+  c.crossconv_patch = 2;
+  c.crossconv_text = false;
+  c.crossconv_encoder = {8, 12, 16};
+  c.crossconv_decoder = {12, 8};
+  EXPECT_EQ(count_parameters(c), real_count(c));
+}
+
+TEST(ModelConfig, CrossconvSizesAreChecked) {
+  auto c = load_preset("crossconv-tiny");
+  c.crossconv_decoder = {16};  // must be one level fewer than the encoder
+  EXPECT_THROW(c.validate("test"), ConfigError);
+  c = load_preset("crossconv-tiny");
+  c.crossconv_patch = 3;  // 64 / 3 is not an integer grid
+  EXPECT_THROW(c.validate("test"), ConfigError);
+  c = load_preset("crossconv-tiny");
+  c.architecture = "unet";
+  EXPECT_THROW(c.validate("test"), ConfigError);
+}
+
 TEST(CountParameters, MatchesRealModuleWithoutHintOrSpatialAndMoreBlocks) {
   ModelConfig c = load_preset("tiny");
   c.use_image_hint = false;

@@ -216,6 +216,79 @@ TEST(TinyLearns, Stage2SegmentsAnUnseenEpisodeFromThreeExamples) {
   EXPECT_GT(with_examples, mean_examples);
 }
 
+// The crossconv architecture learns the same level task in one stage, from the examples (k = 3,
+// no text) and from the text alone (k = 0: the instruction names the level).
+TEST(CrossconvTinyLearns, ExamplesAndTextEachIdentifyTheTarget) {
+  at::set_num_threads(kTinyThreads);
+  torch::manual_seed(0);
+  auto c = load_preset("crossconv-tiny");
+  SegICLModel model(c);
+  const int64_t r = c.resolution;
+  const char *kWords[] = {"dim", "grey", "light", "bright"};
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> pick_level(0, 3), pick_k(0, 3);
+  // k pairs (padded to 3), an instruction naming the level half of the time (always at k = 0).
+  auto episodes = [&](std::mt19937 &g, int64_t b, int k_fixed, int text_level) {
+    data::EpisodeBatch batch;
+    std::vector<torch::Tensor> qi, qm, ci, cm, valid;
+    for (int64_t e = 0; e < b; ++e) {
+      const int level = pick_level(g), k = k_fixed >= 0 ? k_fixed : pick_k(g);
+      auto [image, mask] = level_image(g, r, level);
+      qi.push_back(image), qm.push_back(mask);
+      std::vector<torch::Tensor> ei, em;
+      for (int64_t j = 0; j < 3; ++j) {
+        auto [ximage, xmask] = level_image(g, r, level);
+        ei.push_back(ximage), em.push_back(xmask);
+      }
+      ci.push_back(torch::stack(ei)), cm.push_back(torch::stack(em));
+      valid.push_back(torch::arange(3) < k);
+      const bool with_text = k == 0 || g() % 2;
+      const int named = text_level == -2 ? (level + 1) % 4 : level;  // -2: name the wrong level
+      batch.instructions.push_back(with_text ? std::string("segment the ") + kWords[named] + " blob" : "");
+    }
+    batch.query_images = torch::stack(qi);
+    batch.query_masks = torch::stack(qm);
+    batch.context_images = torch::stack(ci);
+    batch.context_masks = torch::stack(cm);
+    batch.context_valid = torch::stack(valid);
+    return batch;
+  };
+  model->train();
+  model->set_stage(1);
+  torch::optim::AdamW opt(model->parameters_for_stage(1), torch::optim::AdamWOptions(2e-3).weight_decay(0));
+  auto start = std::chrono::steady_clock::now();
+  for (int step = 0; step < 600; ++step) {
+    auto loss = model->crossconv_loss(episodes(rng, 16, -1, -1));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    if (step % 100 == 0 || step == 599) std::printf("crossconv step %d: loss %.4f\n", step, loss.item<float>()), std::fflush(stdout);
+  }
+  model->eval();
+  std::printf("crossconv training: %.1f s\n", seconds_since(start));
+  torch::NoGradGuard no_grad;
+  auto run = [&](const data::EpisodeBatch &ep, int k) {
+    auto logits = model->crossconv(ep.query_images, ep.context_images.narrow(1, 0, k),
+                                   ep.context_masks.narrow(1, 0, k), ep.context_valid.narrow(1, 0, k),
+                                   model->crossconv->word_ids(ep.instructions, torch::kCPU));
+    return (torch::sigmoid(logits) > 0.5).to(torch::kFloat32);
+  };
+  std::mt19937 held_out(778), held_out_wrong(778);
+  auto examples_only = episodes(held_out, 32, 3, -1);
+  examples_only.instructions.assign(32, "");
+  auto right_text = episodes(held_out, 32, 0, -1);
+  episodes(held_out_wrong, 32, 3, -1);  // same draws as above, so the next batch repeats right_text
+  auto wrong_text = episodes(held_out_wrong, 32, 0, -2);  // with the wrong level named
+  const double with_examples = dice(run(examples_only, 3), examples_only.query_masks);
+  const double atlas = dice(examples_only.context_masks.mean(1), examples_only.query_masks);
+  const double text_right = dice(run(right_text, 0), right_text.query_masks);
+  const double text_wrong = dice(run(wrong_text, 0), wrong_text.query_masks);
+  std::printf("held-out Dice: 3 examples %.3f (atlas %.3f); text only: right level %.3f, wrong level %.3f\n",
+              with_examples, atlas, text_right, text_wrong);
+  EXPECT_GT(with_examples, atlas + 0.2);
+  EXPECT_GT(text_right, text_wrong + 0.2);
+}
+
 // Not a test of speed (timings are never asserted): prints the cpu preset's
 // segment() time at k = 3, 4 DDIM steps, batch 1, 2 threads, random weights.
 TEST(CpuPresetTiming, PrintsSegmentTimeAtThreeExamples) {

@@ -1,0 +1,131 @@
+// The crossconv architecture (UniverSeg CrossBlocks + text FiLM): shapes, K = 0 rules, padding
+// invariance, flip-averaged samples, word hashing, one-stage training and save/load.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "segicl/core/error.h"
+#include "segicl/models/checkpoint.h"
+#include "segicl/models/segicl_model.h"
+
+namespace segicl::models {
+namespace {
+
+data::EpisodeBatch random_batch(const ModelConfig &c, int64_t b, int64_t k) {
+  const int64_t r = c.resolution;
+  data::EpisodeBatch batch;
+  batch.query_images = torch::rand({b, c.in_channels, r, r});
+  batch.query_masks = (torch::rand({b, 1, r, r}) > 0.7).to(torch::kFloat32);
+  batch.context_images = torch::rand({b, k, c.in_channels, r, r});
+  batch.context_masks = (torch::rand({b, k, 1, r, r}) > 0.7).to(torch::kFloat32);
+  batch.context_valid = torch::ones({b, k}, torch::kBool);
+  batch.instructions.assign(static_cast<size_t>(b), "segment the liver");
+  return batch;
+}
+
+TEST(HashWords, CaseAndPunctuationInsensitiveAndNeverPadding) {
+  EXPECT_EQ(hash_words("Segment the LIVER!", 512), hash_words("segment the liver", 512));
+  EXPECT_TRUE(hash_words("", 512).empty());
+  EXPECT_TRUE(hash_words("  ,;  ", 512).empty());
+  auto ids = hash_words("left kidney", 512);
+  ASSERT_EQ(ids.size(), 2u);
+  for (auto id : ids) EXPECT_TRUE(id >= 1 && id < 512);
+  EXPECT_NE(hash_words("liver", 4096), hash_words("spleen", 4096));
+}
+
+TEST(CrossConv, KZeroNeedsTextConditioning) {
+  torch::manual_seed(0);
+  auto c = load_preset("crossconv-tiny");
+  SegICLModel with_text(c);
+  auto context = with_text->encode_context({}, {}, "segment the spleen");
+  auto p = with_text->segment(context, torch::rand({2, 1, c.resolution, c.resolution})).probability;
+  EXPECT_EQ(p.sizes(), (std::vector<int64_t>{2, 1, c.resolution, c.resolution}));
+  c.crossconv_text = false;
+  SegICLModel without_text(c);
+  EXPECT_THROW(without_text->encode_context({}, {}, "segment the spleen"), UsageError);
+}
+
+TEST(CrossConv, PaddingPairsDoNotChangeTheLogits) {
+  torch::manual_seed(1);
+  auto c = load_preset("crossconv-tiny");
+  SegICLModel model(c);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto batch = random_batch(c, 1, 2);
+  auto ids = model->crossconv->word_ids(batch.instructions, torch::kCPU);
+  auto two = model->crossconv(batch.query_images, batch.context_images, batch.context_masks, batch.context_valid, ids);
+  // A third pair of noise marked invalid must weigh nothing.
+  auto images = torch::cat({batch.context_images, torch::rand({1, 1, 1, c.resolution, c.resolution})}, 1);
+  auto masks = torch::cat({batch.context_masks, torch::ones({1, 1, 1, c.resolution, c.resolution})}, 1);
+  auto valid = torch::tensor({true, true, false}).view({1, 3});
+  auto padded = model->crossconv(batch.query_images, images, masks, valid, ids);
+  EXPECT_TRUE(torch::allclose(two, padded, 1e-5, 1e-6));
+}
+
+TEST(CrossConv, LossTrainsEveryParameterInOneStageOnly) {
+  torch::manual_seed(2);
+  auto c = load_preset("crossconv-tiny");
+  SegICLModel model(c);
+  EXPECT_THROW(model->set_stage(2), UsageError);
+  model->set_stage(1);
+  auto batch = random_batch(c, 2, 3);
+  batch.context_valid[1].fill_(false);  // the second episode has no example: the null pair runs
+  // The FiLM output layers start at zero, so the text path only receives gradient after one step.
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.1));
+  torch::Tensor loss;
+  for (int step = 0; step < 2; ++step) {
+    sgd.zero_grad();
+    loss = model->crossconv_loss(batch);
+    ASSERT_TRUE(std::isfinite(loss.item<double>()));
+    loss.backward();
+    if (step == 0) sgd.step();
+  }
+  int64_t with_grad = 0, total = 0;
+  for (auto &p : model->parameters()) {
+    ++total;
+    if (p.grad().defined() && p.grad().abs().sum().item<double>() > 0) ++with_grad;
+  }
+  EXPECT_GE(with_grad, total - 1);
+  EXPECT_THROW(model->stage2_loss(batch), UsageError);
+  EXPECT_THROW(model->stage1_loss(batch.query_masks, batch.query_images, {}), UsageError);
+}
+
+TEST(CrossConv, FlipSamplesGiveProbabilityAndNonNegativeVariance) {
+  torch::manual_seed(3);
+  auto c = load_preset("crossconv-tiny");
+  SegICLModel model(c);
+  model->eval();
+  auto batch = random_batch(c, 1, 2);
+  auto context = model->encode_context(batch.context_images[0], batch.context_masks[0], "");
+  SegmentOptions one, four;
+  four.num_samples = 4;
+  auto p1 = model->segment(context, batch.query_images, one);
+  auto p4 = model->segment(context, batch.query_images, four);
+  EXPECT_EQ(p1.variance.abs().max().item<float>(), 0.0f);
+  EXPECT_GE(p4.variance.min().item<float>(), 0.0f);
+  EXPECT_GT(p4.variance.max().item<float>(), 0.0f);  // random weights are not flip-equivariant
+  EXPECT_GE(p4.probability.min().item<float>(), 0.0f);
+  EXPECT_LE(p4.probability.max().item<float>(), 1.0f);
+}
+
+TEST(CrossConv, SaveLoadGivesIdenticalSegmentation) {
+  torch::manual_seed(4);
+  auto c = load_preset("crossconv-tiny");
+  SegICLModel model(c);
+  model->eval();
+  auto file = (std::filesystem::temp_directory_path() / "segicl_crossconv_test.pt").string();
+  save_checkpoint(file, *model, config::Json::object());
+  auto loaded = load_checkpoint(file);
+  loaded.model->eval();
+  EXPECT_TRUE(loaded.model->config().is_crossconv());
+  auto batch = random_batch(c, 1, 3);
+  auto a = model->encode_context(batch.context_images[0], batch.context_masks[0], "segment the liver");
+  auto b = loaded.model->encode_context(batch.context_images[0], batch.context_masks[0], "segment the liver");
+  EXPECT_TRUE(torch::equal(model->segment(a, batch.query_images).probability,
+                           loaded.model->segment(b, batch.query_images).probability));
+  std::filesystem::remove(file);
+}
+
+}  // namespace
+}  // namespace segicl::models
