@@ -2,11 +2,10 @@
 // Pure functions over strings: no sockets, no model, so they are unit-tested in milliseconds.
 #include "segicl/serve/api.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 namespace segicl::serve {
 namespace {
@@ -20,9 +19,9 @@ const std::set<std::string>& file_fields() {
 
 // Every settable option; also the keys allowed inside the `options` JSON object.
 const std::vector<std::string>& option_names() {
-  static const std::vector<std::string> names{"text",   "threshold", "steps",   "samples",
-                                              "seed",   "label",     "format",  "post",
-                                              "modality", "slices_per_example", "include", "response"};
+  static const std::vector<std::string> names{
+      "text",     "threshold",          "steps",   "samples", "seed", "label", "format", "post",
+      "modality", "slices_per_example", "include", "response"};
   return names;
 }
 
@@ -33,11 +32,13 @@ std::string known_list(const std::vector<std::string>& names) {
 }
 
 std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
 }
 
-[[noreturn]] void bad(int status, const std::string& message, const std::string& field, const std::string& hint) {
+[[noreturn]] void bad(int status, const std::string& message, const std::string& field,
+                      const std::string& hint) {
   throw RequestError(status, message, field, hint);
 }
 
@@ -47,9 +48,11 @@ class Settings {
   void set(const std::string& name, Json value, const std::string& source) {
     if (std::find(option_names().begin(), option_names().end(), name) == option_names().end())
       bad(400, "unknown " + source + " '" + name + "'", name,
-          "known fields: image, example_image, example_label, options, " + known_list(option_names()));
+          "known fields: image, example_image, example_label, options, " +
+              known_list(option_names()));
     if (values_.count(name))
-      bad(400, "'" + name + "' is given more than once", name, "give each option once (field, URL or options JSON)");
+      bad(400, "'" + name + "' is given more than once", name,
+          "give each option once (field, URL or options JSON)");
     values_[name] = std::move(value);
   }
   bool has(const std::string& name) const { return values_.count(name) > 0; }
@@ -61,7 +64,8 @@ class Settings {
     return it->second.get<std::string>();
   }
 
-  double number(const std::string& name, double fallback, double lo, double hi, bool integer) const {
+  double number(const std::string& name, double fallback, double lo, double hi,
+                bool integer) const {
     auto it = values_.find(name);
     if (it == values_.end()) return fallback;
     double value = 0;
@@ -77,16 +81,19 @@ class Settings {
       } catch (const std::exception&) {
         ok = false;
       }
-      if (!ok || used != s.size()) bad(400, "'" + name + "' is not a number: '" + s + "'", name, range(lo, hi, integer));
+      if (!ok || used != s.size())
+        bad(400, "'" + name + "' is not a number: '" + s + "'", name, range(lo, hi, integer));
     } else {
       bad(400, "'" + name + "' must be a number", name, range(lo, hi, integer));
     }
-    if (!std::isfinite(value) || value < lo || value > hi || (integer && value != std::floor(value)))
+    if (!std::isfinite(value) || value < lo || value > hi ||
+        (integer && value != std::floor(value)))
       bad(400, "'" + name + "' is out of range: " + v.dump(), name, range(lo, hi, integer));
     return value;
   }
 
-  std::vector<std::string> list(const std::string& name, const std::vector<std::string>& fallback) const {
+  std::vector<std::string> list(const std::string& name,
+                                const std::vector<std::string>& fallback) const {
     auto it = values_.find(name);
     if (it == values_.end()) return fallback;
     std::vector<std::string> out;
@@ -117,7 +124,8 @@ class Settings {
       if (!s.empty() && s.back() == '.') s.pop_back();
       return s;
     };
-    return std::string("expected ") + (integer ? "an integer" : "a number") + " in [" + fmt(lo) + ", " + fmt(hi) + "]";
+    return std::string("expected ") + (integer ? "an integer" : "a number") + " in [" + fmt(lo) +
+           ", " + fmt(hi) + "]";
   }
   std::map<std::string, Json> values_;
 };
@@ -134,8 +142,9 @@ Upload to_upload(const FormPart& part, const std::string& field) {
   up.content = part.content;
   const auto& known = upload_extensions();
   if (std::find(known.begin(), known.end(), up.extension) == known.end())
-    bad(415, "'" + part.filename + "' is not a supported image type" +
-                 (up.extension.empty() ? std::string(" (no extension)") : " (" + up.extension + ")"),
+    bad(415,
+        "'" + part.filename + "' is not a supported image type" +
+            (up.extension.empty() ? std::string(" (no extension)") : " (" + up.extension + ")"),
         field, "upload " + known_list(known) + "; DICOM series: convert to NIfTI first");
   return up;
 }
@@ -180,7 +189,10 @@ ErrorReply error_reply(const std::exception& e, const std::string& field) {
 }
 
 std::string error_json(const ErrorReply& reply) {
-  Json j{{"error", reply.error}, {"field", reply.field}, {"hint", reply.hint}, {"kind", reply.kind},
+  Json j{{"error", reply.error},
+         {"field", reply.field},
+         {"hint", reply.hint},
+         {"kind", reply.kind},
          {"status", reply.status}};
   // Uploaded file names and messages may hold invalid UTF-8; replace rather than throw here.
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -188,8 +200,8 @@ std::string error_json(const ErrorReply& reply) {
 
 const std::vector<std::string>& upload_extensions() {
   // Single-file formats only: .mhd/.nhdr need a second data file, DICOM series need a folder.
-  static const std::vector<std::string> exts{".nii.gz", ".nii", ".mha", ".nrrd", ".png",
-                                             ".jpg",    ".jpeg", ".bmp", ".tif", ".tiff"};
+  static const std::vector<std::string> exts{".nii.gz", ".nii",  ".mha", ".nrrd", ".png",
+                                             ".jpg",    ".jpeg", ".bmp", ".tif",  ".tiff"};
   return exts;
 }
 
@@ -212,7 +224,8 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
   std::vector<const FormPart*> example_images, example_labels;
   for (const auto& part : parts) {
     if (part.name == "image") {
-      if (image) bad(400, "more than one 'image' part", "image", "send one query image per request");
+      if (image)
+        bad(400, "more than one 'image' part", "image", "send one query image per request");
       image = &part;
     } else if (part.name == "example_image") {
       example_images.push_back(&part);
@@ -223,7 +236,8 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
       try {
         options = Json::parse(part.content);
       } catch (const Json::exception&) {
-        bad(400, "'options' is not valid JSON", "options", "send a JSON object, e.g. {\"threshold\": 0.5}");
+        bad(400, "'options' is not valid JSON", "options",
+            "send a JSON object, e.g. {\"threshold\": 0.5}");
       }
       if (!options.is_object()) bad(400, "'options' must be a JSON object", "options", "");
       for (auto& [key, value] : options.items()) settings.set(key, value, "option");
@@ -236,12 +250,14 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
   }
   for (const auto& [name, value] : query) settings.set(name, value, "URL parameter");
 
-  if (!image) bad(400, "no 'image' file in the form", "image", "add the query image as a file part named image");
+  if (!image)
+    bad(400, "no 'image' file in the form", "image",
+        "add the query image as a file part named image");
   req.image = to_upload(*image, "image");
   if (example_images.size() != example_labels.size())
     bad(400,
-        std::to_string(example_images.size()) + " example_image but " + std::to_string(example_labels.size()) +
-            " example_label parts",
+        std::to_string(example_images.size()) + " example_image but " +
+            std::to_string(example_labels.size()) + " example_label parts",
         example_images.size() > example_labels.size() ? "example_label" : "example_image",
         "send examples as pairs: each example_image followed by its example_label");
   if (static_cast<int>(example_images.size()) > limits.max_examples)
@@ -259,9 +275,12 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
         "keep the instruction under " + std::to_string(limits.max_text_bytes) + " bytes");
   auto& o = req.options;
   o.threshold = settings.number("threshold", o.threshold, 0.0, 1.0, false);
-  o.ddim_steps = static_cast<int>(settings.number("steps", o.ddim_steps, 1, limits.max_steps, true));
-  o.num_samples = static_cast<int>(settings.number("samples", o.num_samples, 1, limits.max_samples, true));
-  o.seed = static_cast<uint64_t>(settings.number("seed", 0, 0, 9007199254740992.0, true));  // 2^53: exact in JSON
+  o.ddim_steps =
+      static_cast<int>(settings.number("steps", o.ddim_steps, 1, limits.max_steps, true));
+  o.num_samples =
+      static_cast<int>(settings.number("samples", o.num_samples, 1, limits.max_samples, true));
+  o.seed = static_cast<uint64_t>(
+      settings.number("seed", 0, 0, 9007199254740992.0, true));  // 2^53: exact in JSON
   o.slices_per_example =
       static_cast<int>(settings.number("slices_per_example", o.slices_per_example, 1, 64, true));
   req.label = static_cast<int>(settings.number("label", -1, -1, 65535, true));
@@ -269,7 +288,8 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
   o.postprocess = settings.list("post", {});
   for (const auto& step : o.postprocess)
     if (step != "largest-cc" && step != "fill-holes")
-      bad(400, "unknown post-processing step '" + step + "'", "post", "use largest-cc and/or fill-holes");
+      bad(400, "unknown post-processing step '" + step + "'", "post",
+          "use largest-cc and/or fill-holes");
 
   const std::string format = lower(settings.text("format", "auto"));
   if (format == "nifti" || format == "nii.gz" || format == "nii") {
@@ -277,18 +297,21 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
   } else if (format == "png") {
     req.format = MaskFormat::kPng;
   } else if (format != "auto") {
-    bad(400, "unknown format '" + format + "'", "format", "use nifti or png (default: png for 2D, nifti for 3D)");
+    bad(400, "unknown format '" + format + "'", "format",
+        "use nifti or png (default: png for 2D, nifti for 3D)");
   }
   const std::string response = lower(settings.text("response", "json"));
   if (response != "json" && response != "mask")
-    bad(400, "unknown response '" + response + "'", "response", "use json (default) or mask (raw mask bytes)");
+    bad(400, "unknown response '" + response + "'", "response",
+        "use json (default) or mask (raw mask bytes)");
   req.raw = response == "mask";
   if (settings.has("include")) {
     req.include.clear();
     for (const auto& item : settings.list("include", {})) {
       if (item == "none") continue;
       if (item != "probability" && item != "uncertainty" && item != "image")
-        bad(400, "unknown include '" + item + "'", "include", "use any of probability, uncertainty, image, or none");
+        bad(400, "unknown include '" + item + "'", "include",
+            "use any of probability, uncertainty, image, or none");
       req.include.insert(item);
     }
   }
@@ -301,7 +324,8 @@ std::string base64_encode(const std::string& bytes) {
   out.reserve((bytes.size() + 2) / 3 * 4);
   size_t i = 0;
   for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t n = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
+    const uint32_t n = (uint32_t(uint8_t(bytes[i])) << 16) |
+                       (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
     for (int shift : {18, 12, 6, 0}) out.push_back(kAlphabet[(n >> shift) & 63]);
   }
   if (i < bytes.size()) {

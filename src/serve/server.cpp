@@ -4,7 +4,6 @@
 #include "segicl/serve/server.h"
 
 #include <httplib.h>
-#include <nlohmann/json.hpp>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -33,7 +33,8 @@ namespace segicl::serve {
 
 // ---- AdmissionQueue ------------------------------------------------------------------------
 
-AdmissionQueue::AdmissionQueue(int workers, int waiting) : workers_(workers), max_waiting_(waiting) {
+AdmissionQueue::AdmissionQueue(int workers, int waiting)
+    : workers_(workers), max_waiting_(waiting) {
   if (workers < 1 || waiting < 0)
     SEGICL_THROW(UsageError, "the queue needs at least one worker and no negative queue length", "",
                  "use --workers >= 1 and --queue >= 0");
@@ -56,7 +57,8 @@ int AdmissionQueue::waiting() const {
   return waiting_;
 }
 
-AdmissionQueue::Ticket::Ticket(Ticket&& other) noexcept : queue_(other.queue_), running_(other.running_) {
+AdmissionQueue::Ticket::Ticket(Ticket&& other) noexcept
+    : queue_(other.queue_), running_(other.running_) {
   other.queue_ = nullptr;
 }
 
@@ -110,7 +112,8 @@ class ScratchDir {
   ScratchDir() {
     std::string pattern = (fs::temp_directory_path() / "segicl-serve-XXXXXX").string();
     if (!::mkdtemp(pattern.data()))
-      SEGICL_THROW(IoError, "cannot create a temporary folder", pattern, "check TMPDIR is writable and not full");
+      SEGICL_THROW(IoError, "cannot create a temporary folder", pattern,
+                   "check TMPDIR is writable and not full");
     path_ = pattern;
   }
   ~ScratchDir() {
@@ -131,7 +134,8 @@ std::string safe_stem(const std::string& filename, const std::string& extension)
   if (base.size() >= extension.size()) base.resize(base.size() - extension.size());
   std::string out;
   for (char c : base)
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') out.push_back(c);
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')
+      out.push_back(c);
   if (out.empty() || out[0] == '.') out = "image" + out;
   return out.substr(0, 80);
 }
@@ -146,7 +150,8 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 }
 
 // An error raised while processing `upload`, with our scratch path swapped for its file name.
-ErrorReply upload_error(const std::exception& e, const Upload& upload, const std::string& scratch_path) {
+ErrorReply upload_error(const std::exception& e, const Upload& upload,
+                        const std::string& scratch_path) {
   ErrorReply reply = error_reply(e, upload.field);
   reply.error = replace_all(reply.error, scratch_path, upload.filename);
   reply.hint = replace_all(reply.hint, scratch_path, upload.filename);
@@ -159,7 +164,8 @@ struct EncodedFile {
   std::string filename, media_type, format, bytes;
 };
 
-EncodedFile encode_labels(const io::LabelMap& mask, MaskFormat format, const fs::path& dir, const std::string& stem) {
+EncodedFile encode_labels(const io::LabelMap& mask, MaskFormat format, const fs::path& dir,
+                          const std::string& stem) {
   EncodedFile f;
   const bool png = format == MaskFormat::kPng;
   f.format = png ? "png" : "nifti";
@@ -172,7 +178,8 @@ EncodedFile encode_labels(const io::LabelMap& mask, MaskFormat format, const fs:
 }
 
 // Float maps: NIfTI keeps the values; PNG stores round(255 * clamp(v, 0, 1)) (as `segicl segment`).
-EncodedFile encode_map(io::Volume map, MaskFormat format, const fs::path& dir, const std::string& stem) {
+EncodedFile encode_map(io::Volume map, MaskFormat format, const fs::path& dir,
+                       const std::string& stem) {
   EncodedFile f;
   const bool png = format == MaskFormat::kPng;
   f.format = png ? "png" : "nifti";
@@ -187,14 +194,17 @@ EncodedFile encode_map(io::Volume map, MaskFormat format, const fs::path& dir, c
 }
 
 Json file_json(const EncodedFile& f) {
-  return Json{{"filename", f.filename}, {"media_type", f.media_type}, {"format", f.format},
-              {"bytes", f.bytes.size()}, {"base64", base64_encode(f.bytes)}};
+  return Json{{"filename", f.filename},
+              {"media_type", f.media_type},
+              {"format", f.format},
+              {"bytes", f.bytes.size()},
+              {"base64", base64_encode(f.bytes)}};
 }
 
 Json grid_json(const io::LabelMap& mask) {
   const auto& g = mask.geometry;
-  return Json{{"dims", mask.dims},       {"size", mask.size},       {"spacing", g.spacing},
-              {"origin", g.origin},      {"direction", g.direction}, {"spacing_known", g.spacing_known}};
+  return Json{{"dims", mask.dims},  {"size", mask.size},        {"spacing", g.spacing},
+              {"origin", g.origin}, {"direction", g.direction}, {"spacing_known", g.spacing_known}};
 }
 
 bool is_image_name(const std::string& name) {
@@ -221,7 +231,8 @@ std::vector<Sample> scan_samples(const std::string& root) {
     if (!fs::is_directory(ds / "images") || !fs::is_directory(ds / "labels")) continue;
     std::vector<fs::path> images;
     for (const auto& entry : fs::directory_iterator(ds / "images"))
-      if (entry.is_regular_file() && is_image_name(entry.path().filename().string())) images.push_back(entry.path());
+      if (entry.is_regular_file() && is_image_name(entry.path().filename().string()))
+        images.push_back(entry.path());
     std::sort(images.begin(), images.end());
     for (const auto& image : images) {
       Sample s;
@@ -292,9 +303,10 @@ struct Server::Impl {
                       {"config", meta.value("config", Json::object())}};
     // The preset name lives in the training options; checkpoints made outside `segicl train`
     // (tests, exports of old runs) have none.
-    model_info["preset"] = meta.contains("train") && meta["train"].is_object() && meta["train"].contains("preset")
-                               ? meta["train"]["preset"]
-                               : Json(nullptr);
+    model_info["preset"] =
+        meta.contains("train") && meta["train"].is_object() && meta["train"].contains("preset")
+            ? meta["train"]["preset"]
+            : Json(nullptr);
     // Tasks of the training pack (`pack_header`): dataset, label value and name of each structure.
     model_info["labels_seen_in_training"] = meta.value("pack_header", Json::array());
   }
@@ -311,7 +323,10 @@ struct Server::Impl {
     send_json(res, 200,
               Json{{"status", "ok"},
                    {"model_loaded", true},
-                   {"queue", {{"running", queue.running()}, {"waiting", queue.waiting()}, {"capacity", queue.capacity()}}}});
+                   {"queue",
+                    {{"running", queue.running()},
+                     {"waiting", queue.waiting()},
+                     {"capacity", queue.capacity()}}}});
   }
 
   void list_samples(const httplib::Request&, httplib::Response& res) {
@@ -325,29 +340,33 @@ struct Server::Impl {
     // Only files of the scanned catalogue are served, so no request path reaches the filesystem.
     for (const auto& s : samples) {
       if (s.dataset != dataset || s.file != file) continue;
-      res.set_content(read_file((kind == "images" ? s.image : s.labels).string()), "application/octet-stream");
+      res.set_content(read_file((kind == "images" ? s.image : s.labels).string()),
+                      "application/octet-stream");
       res.set_header("Content-Disposition", "attachment; filename=\"" + s.file + "\"");
       return;
     }
-    send_error(res, {404, "no bundled sample " + dataset + "/" + kind + "/" + file, "", "GET /v1/samples lists them",
-                     "RequestError"});
+    send_error(res, {404, "no bundled sample " + dataset + "/" + kind + "/" + file, "",
+                     "GET /v1/samples lists them", "RequestError"});
   }
 
   void segment(const httplib::Request& req, httplib::Response& res) {
     const auto start = Clock::now();
     if (!req.is_multipart_form_data())
       throw RequestError(400, "expected a multipart/form-data body", "",
-                         "send the image as a file part, e.g. curl -F image=@ct.nii.gz -F text='segment the liver'");
+                         "send the image as a file part, e.g. curl -F image=@ct.nii.gz -F "
+                         "text='segment the liver'");
     std::vector<FormPart> parts;
-    for (const auto& [name, part] : req.files) parts.push_back({name, part.filename, part.content_type, part.content});
+    for (const auto& [name, part] : req.files)
+      parts.push_back({name, part.filename, part.content_type, part.content});
     std::multimap<std::string, std::string> query(req.params.begin(), req.params.end());
     const SegmentRequest request = parse_segment_request(parts, query, options.limits);
 
     auto ticket = queue.try_admit();
     if (!ticket) {
       res.set_header("Retry-After", std::to_string(options.retry_after_s));
-      throw RequestError(503, "the server is busy (" + std::to_string(queue.capacity()) + " requests admitted)", "",
-                         "retry after " + std::to_string(options.retry_after_s) + " s");
+      throw RequestError(
+          503, "the server is busy (" + std::to_string(queue.capacity()) + " requests admitted)",
+          "", "retry after " + std::to_string(options.retry_after_s) + " s");
     }
     ticket->wait_turn();
     const double queue_seconds = seconds_since(start);
@@ -361,7 +380,8 @@ struct Server::Impl {
       std::replace(name.begin(), name.end(), '[', '_');
       name.erase(std::remove(name.begin(), name.end(), ']'), name.end());
       const auto path = (scratch.path() / (name + up.extension)).string();
-      std::ofstream(path, std::ios::binary).write(up.content.data(), static_cast<std::streamsize>(up.content.size()));
+      std::ofstream(path, std::ios::binary)
+          .write(up.content.data(), static_cast<std::streamsize>(up.content.size()));
       return path;
     };
     auto read_upload = [&](const Upload& up, auto&& read) {
@@ -373,7 +393,8 @@ struct Server::Impl {
         throw RequestError(reply.status, reply.error, up.field, reply.hint);
       }
     };
-    const io::Volume query_image = read_upload(request.image, [](const std::string& p) { return io::read_image(p); });
+    const io::Volume query_image =
+        read_upload(request.image, [](const std::string& p) { return io::read_image(p); });
     std::vector<infer::Example> examples;
     for (const auto& [image_up, label_up] : request.examples) {
       infer::Example ex;
@@ -383,8 +404,9 @@ struct Server::Impl {
       ex.name = label_up.filename;
       examples.push_back(std::move(ex));
     }
-    const MaskFormat format =
-        request.format != MaskFormat::kAuto ? request.format : (query_image.dims == 2 ? MaskFormat::kPng : MaskFormat::kNifti);
+    const MaskFormat format = request.format != MaskFormat::kAuto
+                                  ? request.format
+                                  : (query_image.dims == 2 ? MaskFormat::kPng : MaskFormat::kNifti);
     if (format == MaskFormat::kPng && query_image.dims != 2)
       throw RequestError(400, "format png needs a 2D image; this one is a volume", "format",
                          "use format=nifti (the default for volumes)");
@@ -404,7 +426,8 @@ struct Server::Impl {
           }
       }
       ErrorReply reply = error_reply(e, field);
-      if (dynamic_cast<const Error*>(&e) == nullptr) log::get("serve")->error("segment failed: {}", e.what());
+      if (dynamic_cast<const Error*>(&e) == nullptr)
+        log::get("serve")->error("segment failed: {}", e.what());
       throw RequestError(reply.status, reply.error, reply.field, reply.hint);
     }
     ticket.reset();  // the model work is done: let the next request run while we encode
@@ -418,7 +441,8 @@ struct Server::Impl {
       unc_sum += v;
       unc_max = std::max<double>(unc_max, v);
     }
-    const double unc_mean = result.uncertainty.voxels.empty() ? 0.0 : unc_sum / result.uncertainty.voxels.size();
+    const double unc_mean =
+        result.uncertainty.voxels.empty() ? 0.0 : unc_sum / result.uncertainty.voxels.size();
     char number[32];
     auto fmt = [&](double v) {
       std::snprintf(number, sizeof(number), "%.4f", v);
@@ -448,9 +472,11 @@ struct Server::Impl {
               {"uncertainty", {{"mean", unc_mean}, {"max", unc_max}}},
               {"model", model_info["checkpoint"]}};
     if (request.include.count("uncertainty"))
-      body["uncertainty"]["file"] = file_json(encode_map(result.uncertainty, format, scratch.path(), stem + "_uncertainty"));
+      body["uncertainty"]["file"] =
+          file_json(encode_map(result.uncertainty, format, scratch.path(), stem + "_uncertainty"));
     if (request.include.count("probability"))
-      body["probability"] = file_json(encode_map(result.probability, format, scratch.path(), stem + "_probability"));
+      body["probability"] =
+          file_json(encode_map(result.probability, format, scratch.path(), stem + "_probability"));
     if (request.include.count("image")) {
       // The query as float NIfTI on its own grid, so a viewer can show 2D uploads (PNG) and
       // their masks in one coordinate frame.
@@ -460,10 +486,12 @@ struct Server::Impl {
         mono.channels = 1;
         mono.voxels.resize(grey.num_voxels());
         for (int64_t i = 0; i < grey.num_voxels(); ++i)
-          mono.voxels[i] = (grey.voxels[3 * i] + grey.voxels[3 * i + 1] + grey.voxels[3 * i + 2]) / 3.0f;
+          mono.voxels[i] =
+              (grey.voxels[3 * i] + grey.voxels[3 * i + 1] + grey.voxels[3 * i + 2]) / 3.0f;
         grey = std::move(mono);
       }
-      body["image"] = file_json(encode_map(grey, MaskFormat::kNifti, scratch.path(), stem + "_image"));
+      body["image"] =
+          file_json(encode_map(grey, MaskFormat::kNifti, scratch.path(), stem + "_image"));
       body["image"]["format"] = "nifti";
     }
     body["timing"] = {{"queue_seconds", queue_seconds},
@@ -475,17 +503,20 @@ struct Server::Impl {
   }
 
   // Runs a route handler behind the boundary: nothing it throws escapes as a non-JSON reply.
-  httplib::Server::Handler guarded(void (Impl::*handler)(const httplib::Request&, httplib::Response&)) {
+  httplib::Server::Handler guarded(void (Impl::*handler)(const httplib::Request&,
+                                                         httplib::Response&)) {
     return [this, handler](const httplib::Request& req, httplib::Response& res) {
       try {
         (this->*handler)(req, res);
       } catch (const std::exception& e) {
         const ErrorReply reply = error_reply(e);
-        if (reply.status >= 500) log::get("serve")->error("{} {}: {}", req.method, req.path, e.what());
+        if (reply.status >= 500)
+          log::get("serve")->error("{} {}: {}", req.method, req.path, e.what());
         send_error(res, reply);
       } catch (...) {
         log::get("serve")->error("{} {}: unknown exception", req.method, req.path);
-        send_error(res, {500, "internal error while processing the request", "", "see the server log", "InternalError"});
+        send_error(res, {500, "internal error while processing the request", "",
+                         "see the server log", "InternalError"});
       }
     };
   }
@@ -495,26 +526,34 @@ struct Server::Impl {
     // httplib's pool runs every connection; beyond the admission queue's capacity, extra threads
     // keep health/model answering while the model is busy.
     const int threads = options.workers + options.queue + 4;
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    http.new_task_queue = [threads] {
+      return new httplib::ThreadPool(static_cast<size_t>(threads));
+    };
     http.set_payload_max_length(static_cast<size_t>(options.max_upload_mb) * 1024 * 1024);
     http.set_read_timeout(60);
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       const bool api = req.path.rfind("/v1/", 0) == 0;
-      if (!api || req.path == "/v1/health" || authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
+      if (!api || req.path == "/v1/health" || authorized(req))
+        return httplib::Server::HandlerResponse::Unhandled;
       res.set_header("WWW-Authenticate", "Bearer realm=\"segicl\"");
-      send_error(res, {401,
-                       req.has_header("Authorization") ? "invalid bearer token" : "missing bearer token",
-                       "Authorization",
-                       "send the header 'Authorization: Bearer <token>' with the token given to segicl serve --token",
-                       "RequestError"});
+      send_error(
+          res,
+          {401, req.has_header("Authorization") ? "invalid bearer token" : "missing bearer token",
+           "Authorization",
+           "send the header 'Authorization: Bearer <token>' with the token given to segicl serve "
+           "--token",
+           "RequestError"});
       return httplib::Server::HandlerResponse::Handled;
     });
 
     http.Get("/v1/health", guarded(&Impl::health));
-    http.Get("/v1/model", [this](const httplib::Request&, httplib::Response& res) { send_json(res, 200, model_info); });
+    http.Get("/v1/model", [this](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, model_info);
+    });
     http.Get("/v1/samples", guarded(&Impl::list_samples));
-    http.Get(R"(/v1/samples/([A-Za-z0-9_.-]+)/(images|labels)/([A-Za-z0-9_.-]+))", guarded(&Impl::sample_file));
+    http.Get(R"(/v1/samples/([A-Za-z0-9_.-]+)/(images|labels)/([A-Za-z0-9_.-]+))",
+             guarded(&Impl::sample_file));
     http.Post("/v1/segment", guarded(&Impl::segment));
 
     if (!options.web_root.empty()) {
@@ -524,51 +563,58 @@ struct Server::Impl {
     }
 
     // Replies httplib makes itself (404, 413, 400 for a malformed body) get our JSON body too.
-    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      ErrorReply reply{res.status, "", "", "", "RequestError"};
-      switch (res.status) {
-        case 413:
-          reply.error = "request body is larger than the upload limit (" + std::to_string(options.max_upload_mb) + " MiB)";
-          reply.hint = "send smaller files, or start the server with a larger --max-upload-mb";
-          break;
-        case 404:
-          reply.error = "no such endpoint: " + req.method + " " + req.path;
-          reply.hint = req.path == "/" || req.path == "/index.html"
-                           ? "the web page was not found: build target segicl_web (or run scripts/vendor-web.sh)"
-                           : "see docs/serve.md for the endpoints";
-          break;
-        case 400:
-          reply.error = "malformed request (bad headers or multipart body)";
-          reply.hint = "send multipart/form-data with a boundary, e.g. curl -F image=@FILE";
-          break;
-        default:
-          reply.error = "HTTP " + std::to_string(res.status);
-          break;
-      }
-      send_error(res, reply);
-      return httplib::Server::HandlerResponse::Handled;
-    }));
-    http.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-      // Safety net only: every route is wrapped by guarded().
-      ErrorReply reply{500, "internal error while processing the request", "", "see the server log", "InternalError"};
-      try {
-        if (ep) std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        reply = error_reply(e);
-      } catch (...) {
-      }
-      send_error(res, reply);
-    });
+    http.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& req, httplib::Response& res) {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          ErrorReply reply{res.status, "", "", "", "RequestError"};
+          switch (res.status) {
+            case 413:
+              reply.error = "request body is larger than the upload limit (" +
+                            std::to_string(options.max_upload_mb) + " MiB)";
+              reply.hint = "send smaller files, or start the server with a larger --max-upload-mb";
+              break;
+            case 404:
+              reply.error = "no such endpoint: " + req.method + " " + req.path;
+              reply.hint = req.path == "/" || req.path == "/index.html"
+                               ? "the web page was not found: build target segicl_web (or run "
+                                 "scripts/vendor-web.sh)"
+                               : "see docs/serve.md for the endpoints";
+              break;
+            case 400:
+              reply.error = "malformed request (bad headers or multipart body)";
+              reply.hint = "send multipart/form-data with a boundary, e.g. curl -F image=@FILE";
+              break;
+            default:
+              reply.error = "HTTP " + std::to_string(res.status);
+              break;
+          }
+          send_error(res, reply);
+          return httplib::Server::HandlerResponse::Handled;
+        }));
+    http.set_exception_handler(
+        [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          // Safety net only: every route is wrapped by guarded().
+          ErrorReply reply{500, "internal error while processing the request", "",
+                           "see the server log", "InternalError"};
+          try {
+            if (ep) std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            reply = error_reply(e);
+          } catch (...) {
+          }
+          send_error(res, reply);
+        });
     http.set_logger([logger](const httplib::Request& req, const httplib::Response& res) {
-      logger->info("{} {} {} ({} bytes in, {} out)", req.method, req.path, res.status, req.body.size(), res.body.size());
+      logger->info("{} {} {} ({} bytes in, {} out)", req.method, req.path, res.status,
+                   req.body.size(), res.body.size());
     });
   }
 };
 
 Server::Server(ServerOptions options) {
   if (options.port < 0 || options.port > 65535)
-    SEGICL_THROW(UsageError, "port must be in [0, 65535], got " + std::to_string(options.port), "", "");
+    SEGICL_THROW(UsageError, "port must be in [0, 65535], got " + std::to_string(options.port), "",
+                 "");
   if (options.max_upload_mb < 1)
     SEGICL_THROW(UsageError, "--max-upload-mb must be at least 1", "", "");
   if (options.model.empty()) SEGICL_THROW(UsageError, "no model given", "", "pass --model PATH");
@@ -579,13 +625,17 @@ Server::Server(ServerOptions options) {
   auto logger = log::get("serve");
   const auto& o = impl_->options;
   if (o.web_root.empty()) {
-    logger->warn("no web page found (build target segicl_web, or set SEGICL_WEB): only the API is served");
+    logger->warn(
+        "no web page found (build target segicl_web, or set SEGICL_WEB): only the API is served");
   } else if (!fs::exists(fs::path(o.web_root) / "vendor" / "niivue" / "index.js")) {
-    logger->warn("{} lacks vendor/niivue: the page cannot show images (run scripts/vendor-web.sh)", o.web_root);
+    logger->warn("{} lacks vendor/niivue: the page cannot show images (run scripts/vendor-web.sh)",
+                 o.web_root);
   }
-  logger->info("model {} ({} parameters), {} worker(s), queue {}, upload limit {} MiB, {} sample(s), page {}",
-               o.model, impl_->model_info["parameters"].get<int64_t>(), o.workers, o.queue, o.max_upload_mb,
-               impl_->samples.size(), o.web_root.empty() ? "none" : o.web_root);
+  logger->info(
+      "model {} ({} parameters), {} worker(s), queue {}, upload limit {} MiB, {} sample(s), page "
+      "{}",
+      o.model, impl_->model_info["parameters"].get<int64_t>(), o.workers, o.queue, o.max_upload_mb,
+      impl_->samples.size(), o.web_root.empty() ? "none" : o.web_root);
 }
 
 Server::~Server() = default;
@@ -594,7 +644,8 @@ int Server::bind() {
   auto& o = impl_->options;
   const bool loopback = o.host == "127.0.0.1" || o.host == "localhost" || o.host == "::1";
   if (!loopback && o.token.empty())
-    log::get("serve")->warn("binding {} without --token: anyone who can reach this address can use the model", o.host);
+    log::get("serve")->warn(
+        "binding {} without --token: anyone who can reach this address can use the model", o.host);
   if (o.port == 0) {
     impl_->port = impl_->http.bind_to_any_port(o.host);
   } else {
@@ -620,7 +671,8 @@ int Server::port() const { return impl_->port; }
 std::string find_web_root(const std::string& executable_path) {
   std::vector<fs::path> candidates;
   if (const char* env = std::getenv("SEGICL_WEB"); env && *env) candidates.emplace_back(env);
-  if (!executable_path.empty()) candidates.push_back(fs::path(executable_path).parent_path().parent_path() / "web");
+  if (!executable_path.empty())
+    candidates.push_back(fs::path(executable_path).parent_path() / "web");
   candidates.push_back(fs::path(SEGICL_SOURCE_DIR) / "web");
   for (const auto& c : candidates)
     if (fs::is_regular_file(c / "index.html")) return c.string();

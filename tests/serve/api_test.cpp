@@ -3,8 +3,8 @@
 #include "segicl/serve/api.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "segicl/serve/server.h"
@@ -15,7 +15,8 @@ namespace {
 using Json = nlohmann::json;
 using Query = std::multimap<std::string, std::string>;
 
-FormPart file(const std::string& name, const std::string& filename, const std::string& content = "bytes") {
+FormPart file(const std::string& name, const std::string& filename,
+              const std::string& content = "bytes") {
   return {name, filename, "application/octet-stream", content};
 }
 FormPart field(const std::string& name, const std::string& value) { return {name, "", "", value}; }
@@ -46,10 +47,11 @@ TEST(ParseSegmentRequest, ImageWithDefaultsParses) {
 }
 
 TEST(ParseSegmentRequest, ExamplePairsKeepTheirOrderAndIndexedFieldNames) {
-  auto req = parse_segment_request({file("image", "q.png"), file("example_image", "a.png"), field("text", "liver"),
-                                    file("example_label", "a_mask.png"), file("example_image", "b.png"),
-                                    file("example_label", "b_mask.png")},
-                                   {});
+  auto req =
+      parse_segment_request({file("image", "q.png"), file("example_image", "a.png"),
+                             field("text", "liver"), file("example_label", "a_mask.png"),
+                             file("example_image", "b.png"), file("example_label", "b_mask.png")},
+                            {});
   ASSERT_EQ(req.examples.size(), 2u);
   EXPECT_EQ(req.examples[1].first.filename, "b.png");
   EXPECT_EQ(req.examples[1].second.field, "example_label[1]");
@@ -57,9 +59,10 @@ TEST(ParseSegmentRequest, ExamplePairsKeepTheirOrderAndIndexedFieldNames) {
 }
 
 TEST(ParseSegmentRequest, OptionsComeFromFieldsJsonAndUrl) {
-  auto req = parse_segment_request({file("image", "q.nii"), field("threshold", "0.25"),
-                                    field("options", R"({"steps": 3, "samples": 2, "post": ["largest-cc"]})")},
-                                   Query{{"format", "png"}, {"label", "4"}, {"include", "probability,image"}});
+  auto req = parse_segment_request(
+      {file("image", "q.nii"), field("threshold", "0.25"),
+       field("options", R"({"steps": 3, "samples": 2, "post": ["largest-cc"]})")},
+      Query{{"format", "png"}, {"label", "4"}, {"include", "probability,image"}});
   EXPECT_DOUBLE_EQ(req.options.threshold, 0.25);
   EXPECT_EQ(req.options.ddim_steps, 3);
   EXPECT_EQ(req.options.num_samples, 2);
@@ -90,7 +93,8 @@ TEST(ParseSegmentRequest, EmptyUploadIs400) {
 }
 
 TEST(ParseSegmentRequest, UnknownFileTypeIs415NamingTheField) {
-  auto e = refusal({file("image", "q.png"), file("example_image", "notes.txt"), file("example_label", "m.png")});
+  auto e = refusal(
+      {file("image", "q.png"), file("example_image", "notes.txt"), file("example_label", "m.png")});
   EXPECT_EQ(e.status(), 415);
   EXPECT_EQ(e.field(), "example_image[0]");
   EXPECT_NE(e.message().find("notes.txt"), std::string::npos) << e.message();
@@ -105,9 +109,15 @@ TEST(ParseSegmentRequest, UnpairedExampleIs400OnTheMissingSide) {
 }
 
 TEST(ParseSegmentRequest, OutOfRangeAndNonNumericOptionsAre400WithTheRange) {
-  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
-           {"threshold", "1.5"}, {"threshold", "abc"}, {"steps", "0"}, {"steps", "2.5"}, {"samples", "1000"},
-           {"label", "-2"}, {"threshold", "nan"}, {"steps", ""}}) {
+  for (const auto& [name, value] :
+       std::vector<std::pair<std::string, std::string>>{{"threshold", "1.5"},
+                                                        {"threshold", "abc"},
+                                                        {"steps", "0"},
+                                                        {"steps", "2.5"},
+                                                        {"samples", "1000"},
+                                                        {"label", "-2"},
+                                                        {"threshold", "nan"},
+                                                        {"steps", ""}}) {
     SCOPED_TRACE(name + "=" + value);
     auto e = refusal({file("image", "q.png"), field(name, value)});
     EXPECT_EQ(e.status(), 400);
@@ -118,8 +128,10 @@ TEST(ParseSegmentRequest, OutOfRangeAndNonNumericOptionsAre400WithTheRange) {
 
 TEST(ParseSegmentRequest, UnknownRepeatedOrMalformedOptionsAre400) {
   EXPECT_EQ(refusal({file("image", "q.png"), field("treshold", "0.5")}).field(), "treshold");
-  EXPECT_EQ(refusal({file("image", "q.png"), field("steps", "2"), field("options", R"({"steps": 3})")}).field(),
-            "steps");
+  EXPECT_EQ(
+      refusal({file("image", "q.png"), field("steps", "2"), field("options", R"({"steps": 3})")})
+          .field(),
+      "steps");
   EXPECT_EQ(refusal({file("image", "q.png"), field("options", "{not json")}).field(), "options");
   EXPECT_EQ(refusal({file("image", "q.png"), field("options", "[1, 2]")}).field(), "options");
   EXPECT_EQ(refusal({file("image", "q.png"), field("format", "jpeg")}).field(), "format");
@@ -142,8 +154,9 @@ TEST(ParseSegmentRequest, LimitsCapExamplesStepsAndText) {
     }
     return std::string("accepted");
   };
-  EXPECT_EQ(refuse({file("image", "q.png"), file("example_image", "a.png"), file("example_label", "a.png"),
-                    file("example_image", "b.png"), file("example_label", "b.png")}),
+  EXPECT_EQ(refuse({file("image", "q.png"), file("example_image", "a.png"),
+                    file("example_label", "a.png"), file("example_image", "b.png"),
+                    file("example_label", "b.png")}),
             "example_image");
   EXPECT_EQ(refuse({file("image", "q.png"), field("steps", "9")}), "steps");
   EXPECT_EQ(refuse({file("image", "q.png"), field("text", "segment the liver")}), "text");
@@ -183,7 +196,8 @@ TEST(ErrorReply, ForeignExceptionsAre500WithoutTheirText) {
 }
 
 TEST(ErrorJson, HasEveryKeyAndSurvivesInvalidUtf8) {
-  auto j = Json::parse(error_json({422, "bad \xff file", "example_label[0]", "fix it", "DataError"}));
+  auto j =
+      Json::parse(error_json({422, "bad \xff file", "example_label[0]", "fix it", "DataError"}));
   EXPECT_EQ(j["status"], 422);
   EXPECT_EQ(j["field"], "example_label[0]");
   EXPECT_EQ(j["hint"], "fix it");

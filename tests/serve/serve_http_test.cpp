@@ -4,9 +4,11 @@
 // lists, checking every refusal is a JSON 4xx and that the server keeps serving afterwards.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstring>
+#include <nlohmann/json.hpp>
+#include <thread>
 
 #include "../infer/test_support.h"
 #include "segicl/core/atomic_file.h"
@@ -51,7 +53,9 @@ std::string decode_base64(const std::string& text) {
 // A NIfTI-1 file with dim[0] = 4 (3 time points), which segicl refuses to segment.
 std::string four_d_nifti() {
   std::string header(352, '\0');
-  auto put = [&](size_t offset, const auto& value) { std::memcpy(&header[offset], &value, sizeof(value)); };
+  auto put = [&](size_t offset, const auto& value) {
+    std::memcpy(&header[offset], &value, sizeof(value));
+  };
   put(0, int32_t{348});
   const int16_t dim[8] = {4, 4, 4, 4, 3, 1, 1, 1};
   for (int i = 0; i < 8; ++i) put(40 + 2 * i, dim[i]);
@@ -61,6 +65,22 @@ std::string four_d_nifti() {
   put(108, 352.0f);  // vox_offset
   std::memcpy(&header[344], "n+1\0", 4);
   return header + std::string(4 * 4 * 4 * 3 * 2, '\0');
+}
+
+// A refusal: the status, a JSON body with error/field/hint, and the field at fault.
+Json expect_error(const httplib::Result& res, int status, const std::string& field) {
+  EXPECT_TRUE(res) << "no reply: " << httplib::to_string(res.error());
+  if (!res) return {};
+  EXPECT_EQ(res->status, status) << res->body;
+  EXPECT_EQ(res->get_header_value("Content-Type"), "application/json") << res->body;
+  Json j = Json::parse(res->body, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << res->body;
+  if (j.is_discarded()) return {};
+  EXPECT_TRUE(j.contains("error") && j.contains("field") && j.contains("hint")) << res->body;
+  EXPECT_FALSE(j.value("error", "").empty()) << res->body;
+  EXPECT_EQ(j.value("field", "?"), field) << res->body;
+  EXPECT_EQ(j.value("status", 0), status) << res->body;
+  return j;
 }
 
 class ServeHttp : public ::testing::Test {
@@ -82,7 +102,8 @@ class ServeHttp : public ::testing::Test {
   static void TearDownTestSuite() {
     if (!server_) return;
     const int status = server_->stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "server did not stop cleanly: " << status;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "server did not stop cleanly: " << status;
     delete server_;
     server_ = nullptr;
   }
@@ -128,24 +149,9 @@ class ServeHttp : public ::testing::Test {
     return c;
   }
 
-  httplib::Result segment(const httplib::MultipartFormDataItems& items, const std::string& query = "") const {
+  httplib::Result segment(const httplib::MultipartFormDataItems& items,
+                          const std::string& query = "") const {
     return client().Post(("/v1/segment" + query).c_str(), items);
-  }
-
-  // A refusal: the status, a JSON body with error/field/hint, and the field at fault.
-  static Json expect_error(const httplib::Result& res, int status, const std::string& field) {
-    EXPECT_TRUE(res) << "no reply: " << httplib::to_string(res.error());
-    if (!res) return {};
-    EXPECT_EQ(res->status, status) << res->body;
-    EXPECT_EQ(res->get_header_value("Content-Type"), "application/json") << res->body;
-    Json j = Json::parse(res->body, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << res->body;
-    if (j.is_discarded()) return {};
-    EXPECT_TRUE(j.contains("error") && j.contains("field") && j.contains("hint")) << res->body;
-    EXPECT_FALSE(j.value("error", "").empty()) << res->body;
-    EXPECT_EQ(j.value("field", "?"), field) << res->body;
-    EXPECT_EQ(j.value("status", 0), status) << res->body;
-    return j;
   }
 
   void expect_still_serving() const {
@@ -184,13 +190,15 @@ TEST_F(ServeHttp, ModelDescribesTheCheckpoint) {
 TEST_F(ServeHttp, MissingOrWrongTokenIs401) {
   expect_error(client("").Get("/v1/model"), 401, "Authorization");
   expect_error(client("wrong-token").Get("/v1/model"), 401, "Authorization");
-  auto res = client("test-token-4f1").Post("/v1/segment", httplib::MultipartFormDataItems{part("image", "query.png")});
+  auto res = client("test-token-4f1")
+                 .Post("/v1/segment", httplib::MultipartFormDataItems{part("image", "query.png")});
   expect_error(res, 401, "Authorization");
   expect_still_serving();
 }
 
 TEST_F(ServeHttp, VolumeMaskComesBackOnTheInputsGridWithUncertaintyAndTiming) {
-  auto res = segment({part("image", "query.nii.gz"), part("example_image", "ex.nii.gz"),
+  auto res = segment({part("image", "query.nii.gz"),
+                      part("example_image", "ex.nii.gz"),
                       part("example_label", "ex_labels.nii.gz"),
                       {"text", "segment the liver", "", ""},
                       {"options", R"({"steps": 2, "samples": 2, "threshold": 0.5})", "", ""}},
@@ -216,12 +224,16 @@ TEST_F(ServeHttp, VolumeMaskComesBackOnTheInputsGridWithUncertaintyAndTiming) {
   }
   EXPECT_GE(j["uncertainty"]["max"].get<double>(), 0.0);
   EXPECT_GT(j["timing"]["segment_seconds"].get<double>(), 0.0);
-  EXPECT_GE(j["timing"]["total_seconds"].get<double>(), j["timing"]["segment_seconds"].get<double>());
+  EXPECT_GE(j["timing"]["total_seconds"].get<double>(),
+            j["timing"]["segment_seconds"].get<double>());
 }
 
 TEST_F(ServeHttp, PlaneMaskComesBackAsRawPngWithTimingHeaders) {
-  auto res = segment({part("image", "query.png"), part("example_image", "ex.png"), part("example_label", "ex_labels.png"),
-                      {"steps", "2", "", ""}, {"label", "1", "", ""}},
+  auto res = segment({part("image", "query.png"),
+                      part("example_image", "ex.png"),
+                      part("example_label", "ex_labels.png"),
+                      {"steps", "2", "", ""},
+                      {"label", "1", "", ""}},
                      "?response=mask");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -235,7 +247,9 @@ TEST_F(ServeHttp, PlaneMaskComesBackAsRawPngWithTimingHeaders) {
 }
 
 TEST_F(ServeHttp, PlaneCanAlsoComeBackAsNiftiWithTheImage) {
-  auto res = segment({part("image", "query.png"), {"text", "segment the fetal head", "", ""}, {"steps", "1", "", ""}},
+  auto res = segment({part("image", "query.png"),
+                      {"text", "segment the fetal head", "", ""},
+                      {"steps", "1", "", ""}},
                      "?format=nifti&include=image");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -246,38 +260,48 @@ TEST_F(ServeHttp, PlaneCanAlsoComeBackAsNiftiWithTheImage) {
 }
 
 TEST_F(ServeHttp, WrongFileTypeIs415) {
-  auto j = expect_error(segment({{"image", "just some notes", "notes.txt", "text/plain"}}), 415, "image");
+  auto j = expect_error(segment({{"image", "just some notes", "notes.txt", "text/plain"}}), 415,
+                        "image");
   EXPECT_NE(j.value("error", "").find("notes.txt"), std::string::npos);
-  expect_error(segment({{"image", "this is not a NIfTI file", "fake.nii.gz", "application/gzip"}}), 422, "image");
+  expect_error(segment({{"image", "this is not a NIfTI file", "fake.nii.gz", "application/gzip"}}),
+               422, "image");
   expect_still_serving();
 }
 
 TEST_F(ServeHttp, FourDimensionalVolumeIs422) {
-  auto j = expect_error(segment({{"image", four_d_nifti(), "series.nii", "application/octet-stream"}}), 422, "image");
+  auto j = expect_error(
+      segment({{"image", four_d_nifti(), "series.nii", "application/octet-stream"}}), 422, "image");
   EXPECT_NE(j.value("error", "").find("4D"), std::string::npos) << j.dump();
-  EXPECT_EQ(j.value("error", "").find("segicl-serve-"), std::string::npos) << "leaks the scratch path: " << j.dump();
+  EXPECT_EQ(j.value("error", "").find("segicl-serve-"), std::string::npos)
+      << "leaks the scratch path: " << j.dump();
   expect_still_serving();
 }
 
 TEST_F(ServeHttp, ExampleImageAndLabelOfDifferentSizesAre422OnTheLabel) {
-  auto j = expect_error(segment({part("image", "query.nii.gz"), part("example_image", "ex.nii.gz"),
-                                 part("example_label", "ex_labels_small.nii.gz"), {"steps", "1", "", ""}}),
+  auto j = expect_error(segment({part("image", "query.nii.gz"),
+                                 part("example_image", "ex.nii.gz"),
+                                 part("example_label", "ex_labels_small.nii.gz"),
+                                 {"steps", "1", "", ""}}),
                         422, "example_label[0]");
   EXPECT_NE(j.value("error", "").find("ex_labels_small.nii.gz"), std::string::npos) << j.dump();
   expect_still_serving();
 }
 
 TEST_F(ServeHttp, EmptyExampleMaskIs422) {
-  auto j = expect_error(segment({part("image", "query.nii.gz"), part("example_image", "ex.nii.gz"),
-                                 part("example_label", "ex_labels_empty.nii.gz"), {"steps", "1", "", ""}}),
+  auto j = expect_error(segment({part("image", "query.nii.gz"),
+                                 part("example_image", "ex.nii.gz"),
+                                 part("example_label", "ex_labels_empty.nii.gz"),
+                                 {"steps", "1", "", ""}}),
                         422, "example_label[0]");
   EXPECT_NE(j.value("error", "").find("empty"), std::string::npos) << j.dump();
   expect_still_serving();
 }
 
 TEST_F(ServeHttp, LabelValueAbsentFromTheExampleIs422) {
-  auto j = expect_error(segment({part("image", "query.nii.gz"), part("example_image", "ex.nii.gz"),
-                                 part("example_label", "ex_labels.nii.gz"), {"label", "7", "", ""},
+  auto j = expect_error(segment({part("image", "query.nii.gz"),
+                                 part("example_image", "ex.nii.gz"),
+                                 part("example_label", "ex_labels.nii.gz"),
+                                 {"label", "7", "", ""},
                                  {"steps", "1", "", ""}}),
                         422, "example_label[0]");
   EXPECT_NE(j.value("error", "").find("label 7"), std::string::npos) << j.dump();
@@ -293,7 +317,9 @@ TEST_F(ServeHttp, UploadOverTheLimitIs413) {
 
 TEST_F(ServeHttp, MalformedMultipartIs400) {
   auto c = client();
-  expect_error(c.Post("/v1/segment", "--nope\r\ngarbage without headers", "multipart/form-data; boundary=abc"), 400, "");
+  expect_error(c.Post("/v1/segment", "--nope\r\ngarbage without headers",
+                      "multipart/form-data; boundary=abc"),
+               400, "");
   expect_error(c.Post("/v1/segment", "{\"image\": 1}", "application/json"), 400, "");
   expect_error(segment({part("image", "query.png"), {"steps", "0", "", ""}}), 400, "steps");
   expect_error(segment({part("image", "query.nii.gz"), {"format", "png", "", ""}}), 400, "format");
@@ -314,6 +340,48 @@ TEST_F(ServeHttp, SamplesAreListedAndServedButNothingElse) {
   expect_error(client().Get("/v1/samples/chaos_mr_t2/images/missing.nii.gz"), 404, "");
   expect_error(client().Get("/v1/samples/..%2F..%2Fetc/images/passwd"), 404, "");
   expect_error(client().Get("/v1/nothing-here"), 404, "");
+}
+
+// A second server with one worker and no waiting room: while a slow request runs, the next one
+// is turned away at once with 503 + Retry-After, and health still answers.
+TEST(ServeQueue, FullQueueIs503WithRetryAfterWhileHealthAnswers) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  const auto dir = temp_dir() / "queue";
+  fs::create_directories(dir);
+  auto [volume, labels] = blob_volume({64, 64, 40}, io::Geometry{});
+  io::write_image(volume, (dir / "slow.nii.gz").string());
+  testing::ServerProcess server;
+  ASSERT_EQ(server.start({"--model", tiny_checkpoint(), "--workers", "1", "--queue", "0"},
+                         (dir / "server.log").string()),
+            "");
+  httplib::Client client("127.0.0.1", server.port());
+  client.set_read_timeout(300);
+  const httplib::MultipartFormDataItems slow{
+      {"image", read_file((dir / "slow.nii.gz").string()), "slow.nii.gz", ""},
+      {"options", R"({"steps": 8, "samples": 16})", "", ""}};
+  int slow_status = 0;
+  std::thread first([&] {
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(300);
+    auto res = c.Post("/v1/segment?response=mask", slow);
+    slow_status = res ? res->status : -1;
+  });
+  // Wait until the slow request holds the worker.
+  bool running = false;
+  for (int i = 0; i < 2000 && !running; ++i) {
+    auto health = client.Get("/v1/health");
+    running = health && Json::parse(health->body)["queue"]["running"] == 1;
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(running) << "the slow request never started\n" << server.log();
+  auto busy = client.Post("/v1/segment", slow);
+  auto j = expect_error(busy, 503, "");
+  if (busy) EXPECT_EQ(busy->get_header_value("Retry-After"), "5");
+  auto health = client.Get("/v1/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  first.join();
+  EXPECT_EQ(slow_status, 200) << server.log();
 }
 
 }  // namespace

@@ -71,8 +71,11 @@ function fail(message) {
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
   page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
   await page.addInitScript((t) => sessionStorage.setItem('segicl-token', t), token);
+  const started = Date.now();
+  const mark = (what) => console.log(`web_e2e: ${((Date.now() - started) / 1000).toFixed(1)} s ${what}`);
   try {
     await page.goto(url, { waitUntil: 'load' });
+    mark('page loaded');
     await page.waitForFunction(() => document.getElementById('query-sample').options.length > 2, null, { timeout: 30000 });
     const ids = await page.$$eval('#query-sample option', (os) => os.map((o) => o.value).filter((v) => v.startsWith('chaos')));
     if (ids.length < 2) throw new Error(`expected two CHAOS samples, got ${JSON.stringify(ids)}`);
@@ -88,9 +91,11 @@ function fail(message) {
     await page.fill('#samples', '2');
     // A random-weight test model: threshold 0 makes any positive probability foreground.
     await page.$eval('#threshold', (el) => { el.value = '0'; el.dispatchEvent(new Event('input')); });
+    mark('form filled');
     await page.click('#run');
     await page.waitForFunction(() => !window.segicl.running && (window.segicl.result ||
                                  !document.getElementById('error').hidden), null, { timeout: 280000 });
+    mark('run finished');
     const error = await page.$eval('#error', (el) => (el.hidden ? '' : el.textContent));
     if (error) throw new Error(`the page shows an error: ${error}`);
     const result = await page.evaluate(() => ({
@@ -99,8 +104,10 @@ function fail(message) {
       size: window.segicl.result.grid.size,
       layers: Object.keys(window.segicl.layers),
       download: document.getElementById('download').getAttribute('href') || '',
+      timing: window.segicl.result.timing,
     }));
-    console.log(`web_e2e: mask ${result.maskBytes} bytes, ${result.foreground} voxels, grid ${result.size}`);
+    console.log(`web_e2e: mask ${result.maskBytes} bytes, ${result.foreground} voxels, grid ${result.size}, ` +
+                `timing ${JSON.stringify(result.timing)}`);
     if (!(result.foreground > 0)) fail('the mask is empty');
     if (!(result.maskBytes > 0)) fail('no mask file in the reply');
     if (!result.download.startsWith('blob:')) fail('the download link was not set');

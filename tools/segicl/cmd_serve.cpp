@@ -1,8 +1,9 @@
 // `segicl serve`: loads a checkpoint once and answers HTTP segment requests (docs/serve.md), with
 // the NiiVue page at /. Parses flags and handles signals; the server itself is segicl_serve.
-#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -30,31 +31,41 @@ std::string default_model() {
   return std::string(SEGICL_SOURCE_DIR) + "/models/segicl-cpu.pt";
 }
 
+// SIGINT/SIGTERM write a byte to this pipe (write() is async-signal-safe); a waiting thread then
+// stops the server as ordinary code. A signal mask cannot do this: BLAS/OpenMP threads started
+// before main() would not inherit it, and the default action would kill the process.
+int stop_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int) {
+  const char byte = 1;
+  [[maybe_unused]] const ssize_t ignored = ::write(stop_pipe[1], &byte, 1);
+}
+
 void run_serve(serve::ServerOptions options) {
   if (options.web_root.empty()) options.web_root = serve::find_web_root(executable_path());
   if (options.samples_root.empty()) options.samples_root = serve::find_samples_root();
-  // SIGINT/SIGTERM go to one thread waiting in sigwait rather than to a handler, so stopping the
-  // server runs as ordinary code. Blocked before any thread starts, so every thread inherits it.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   const std::string host = options.host;
   serve::Server server(std::move(options));
   const int port = server.bind();
+
+  if (::pipe(stop_pipe) != 0) SEGICL_THROW(Error, "cannot create a pipe", "", "");
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+  std::thread waiter([&server] {
+    char byte = 0;
+    while (::read(stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    server.stop();
+  });
+
   // The one stdout line: scripts and tests started with --port 0 read the address from it.
   std::printf("segicl serve: listening on http://%s:%d/\n", host.c_str(), port);
   std::fflush(stdout);
-  std::thread waiter([&server, signals] {
-    int signal = 0;
-    sigwait(&signals, &signal);
-    server.stop();
-  });
   server.run();
-  // run() also returns when the listener fails; wake the waiter so it can be joined.
-  pthread_kill(waiter.native_handle(), SIGTERM);
+  on_stop_signal(0);  // run() also returns when the listener fails: wake the waiter to join it
   waiter.join();
 }
 
@@ -69,20 +80,42 @@ void register_serve(CLI::App& app, GlobalOptions& global) {
       "Serve the model over HTTP (API under /v1, NiiVue web page at /); see docs/serve.md\n"
       "  e.g. segicl serve --port 8080 --model models/segicl-cpu.pt\n"
       "       curl -F image=@ct.nii.gz -F text='segment the liver' localhost:8080/v1/segment");
-  cmd->add_option("--host", o.host, "Address to bind (a non-loopback address without --token logs a warning)")->capture_default_str();
-  cmd->add_option("--port", o.port, "TCP port (0: any free port; the bound address is printed on stdout)")->capture_default_str();
-  cmd->add_option("--model", o.model, "Checkpoint (default: $SEGICL_MODEL, else models/segicl-cpu.pt in the source tree)")->capture_default_str();
+  cmd->add_option("--host", o.host,
+                  "Address to bind (a non-loopback address without --token logs a warning)")
+      ->capture_default_str();
+  cmd->add_option("--port", o.port,
+                  "TCP port (0: any free port; the bound address is printed on stdout)")
+      ->capture_default_str();
+  cmd->add_option(
+         "--model", o.model,
+         "Checkpoint (default: $SEGICL_MODEL, else models/segicl-cpu.pt in the source tree)")
+      ->capture_default_str();
   cmd->add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
-  cmd->add_option("--token", o.token, "Require 'Authorization: Bearer TOKEN' on /v1/* except /v1/health (default: none)");
-  cmd->add_option("--max-upload-mb", o.max_upload_mb, "Largest request body in MiB (larger: 413)")->capture_default_str();
+  cmd->add_option(
+      "--token", o.token,
+      "Require 'Authorization: Bearer TOKEN' on /v1/* except /v1/health (default: none)");
+  cmd->add_option("--max-upload-mb", o.max_upload_mb, "Largest request body in MiB (larger: 413)")
+      ->capture_default_str();
   cmd->add_option("--workers", o.workers, "Segment requests run at once")->capture_default_str();
-  cmd->add_option("--queue", o.queue, "Requests that may wait for a worker (more: 503 + Retry-After)")->capture_default_str();
-  cmd->add_option("--threads", threads, "Intra-op CPU threads for the model (overrides the global --threads; -1: keep it)")->capture_default_str();
-  cmd->add_option("--max-steps", o.limits.max_steps, "Largest DDIM steps a request may ask for")->capture_default_str();
-  cmd->add_option("--max-samples", o.limits.max_samples, "Largest diffusion samples a request may ask for")->capture_default_str();
-  cmd->add_option("--max-examples", o.limits.max_examples, "Most example pairs per request")->capture_default_str();
-  cmd->add_option("--web", o.web_root, "Folder of the web page (default: $SEGICL_WEB, <build>/web, or web/ in the source tree)");
-  cmd->add_option("--samples", o.samples_root, "Bundled samples folder (default: $SEGICL_SAMPLES, else data/samples)");
+  cmd->add_option("--queue", o.queue,
+                  "Requests that may wait for a worker (more: 503 + Retry-After)")
+      ->capture_default_str();
+  cmd->add_option(
+         "--threads", threads,
+         "Intra-op CPU threads for the model (overrides the global --threads; -1: keep it)")
+      ->capture_default_str();
+  cmd->add_option("--max-steps", o.limits.max_steps, "Largest DDIM steps a request may ask for")
+      ->capture_default_str();
+  cmd->add_option("--max-samples", o.limits.max_samples,
+                  "Largest diffusion samples a request may ask for")
+      ->capture_default_str();
+  cmd->add_option("--max-examples", o.limits.max_examples, "Most example pairs per request")
+      ->capture_default_str();
+  cmd->add_option("--web", o.web_root,
+                  "Folder of the web page (default: $SEGICL_WEB, web/ next to this binary, or web/ "
+                  "in the source tree)");
+  cmd->add_option("--samples", o.samples_root,
+                  "Bundled samples folder (default: $SEGICL_SAMPLES, else data/samples)");
   cmd->callback([&global] {
     GlobalOptions g = global;
     if (threads >= 0) g.threads = threads;

@@ -80,9 +80,9 @@ struct SegmentRequest {
 
 // Limits a request is checked against (server flags).
 struct RequestLimits {
-  int max_examples = 16;      // example pairs per request
-  int max_steps = 50;         // DDIM steps
-  int max_samples = 16;       // diffusion samples
+  int max_examples = 16;  // example pairs per request
+  int max_steps = 50;     // DDIM steps
+  int max_samples = 16;   // diffusion samples
   size_t max_text_bytes = 2000;
 };
 

@@ -16,18 +16,19 @@
 namespace segicl::serve {
 
 struct ServerOptions {
-  std::string host = "127.0.0.1";  // bind address; anything but loopback without a token logs a warning
-  int port = 8080;                 // TCP port; 0 picks a free one (see Server::port())
-  std::string model;               // checkpoint path (required)
-  std::string device = "cpu";      // auto, cpu, cuda or cuda:N
-  std::string token;               // "" = no auth; else `Authorization: Bearer <token>` on /v1/* but health
-  int64_t max_upload_mb = 256;     // whole request body limit in MiB; larger -> 413
-  int workers = 1;                 // segmentations running at once (each uses the torch thread pool)
-  int queue = 4;                   // admitted requests waiting for a worker; more -> 503 + Retry-After
-  int retry_after_s = 5;           // Retry-After seconds sent with a 503
-  std::string web_root;            // folder with index.html (and vendor/niivue/); "" = no page
-  std::string samples_root;        // data/samples-like folder (DATASET/images, DATASET/labels); "" = none
-  RequestLimits limits;            // per-request caps (examples, steps, samples, text)
+  std::string host =
+      "127.0.0.1";             // bind address; anything but loopback without a token logs a warning
+  int port = 8080;             // TCP port; 0 picks a free one (see Server::port())
+  std::string model;           // checkpoint path (required)
+  std::string device = "cpu";  // auto, cpu, cuda or cuda:N
+  std::string token;  // "" = no auth; else `Authorization: Bearer <token>` on /v1/* but health
+  int64_t max_upload_mb = 256;  // whole request body limit in MiB; larger -> 413
+  int workers = 1;              // segmentations running at once (each uses the torch thread pool)
+  int queue = 4;                // admitted requests waiting for a worker; more -> 503 + Retry-After
+  int retry_after_s = 5;        // Retry-After seconds sent with a 503
+  std::string web_root;         // folder with index.html (and vendor/niivue/); "" = no page
+  std::string samples_root;  // data/samples-like folder (DATASET/images, DATASET/labels); "" = none
+  RequestLimits limits;      // per-request caps (examples, steps, samples, text)
 };
 
 // Bounds concurrent work: at most `workers` admitted requests run at once and at most `waiting`
@@ -86,9 +87,9 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
-// Where the page is: $SEGICL_WEB, else `web/` next to the binary's folder (the build tree copy,
-// <build>/web when the binary is <build>/bin/segicl), else the source tree's web/. Returns the
-// first folder holding index.html, "" when none does.
+// Where the page is: $SEGICL_WEB, else `web/` next to the binary (<build>/bin/web, copied there
+// with vendored NiiVue by the segicl_web target), else the source tree's web/. Returns the first
+// folder holding index.html, "" when none does.
 std::string find_web_root(const std::string& executable_path);
 
 // Bundled samples: $SEGICL_SAMPLES, else data/samples in the source tree; "" when absent.
