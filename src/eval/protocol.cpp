@@ -139,6 +139,8 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
           for (const auto& method : o.methods) {
             torch::Tensor planes;  // [N, R, R] probabilities
             if (method == "segicl") {
+              // The UniverSeg architecture has no k = 0 mode: no row rather than a failure.
+              if (x == 0 && model->config().is_crossconv() && !model->config().crossconv_text) continue;
               auto context = model->encode_context(images, masks, instruction);
               std::vector<torch::Tensor> outputs;
               for (int64_t begin = 0; begin < n; begin += o.batch_slices) {
@@ -159,7 +161,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
               SEGICL_THROW(UsageError, "unknown method '" + method + "'", "", "use segicl or atlas");
             }
             auto predicted = data::planes_to_source_grid(planes, query.volume) > 0.5;
-            CaseScore row{task.name, method, query.item->id, x, draw};
+            CaseScore row{task.name, method == "segicl" ? o.model_label : method, query.item->id, x, draw};
             if (o.hd95) {
               auto overlap = compare(predicted, truth, query.spacing);
               row.dice = overlap.dice;

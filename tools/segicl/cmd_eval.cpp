@@ -67,6 +67,7 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--hd95", o.hd95, "Also compute HD95 in mm")->capture_default_str();
   cmd->add_option("--methods", methods, "segicl and/or atlas")->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed of the example draws")->capture_default_str();
+  cmd->add_option("--label", o.model_label, "Name of the model's rows in the report")->capture_default_str();
   cmd->add_option("-o,--out", out, "Report folder (metrics.json, report.md)")->required();
   cmd->callback([&global] {
     start(global);

@@ -28,6 +28,7 @@ struct ProtocolOptions {
   bool with_text = true;             // give the instruction "segment the <structure>" too
   bool hd95 = true;                  // also compute HD95 (mm) per volume
   std::vector<std::string> methods{"segicl", "atlas"};  // "atlas": mean of the example masks > 0.5
+  std::string model_label = "segicl";  // name of the model's rows in the report (e.g. "universeg")
 };
 
 struct CaseScore {
