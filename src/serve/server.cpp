@@ -601,12 +601,15 @@ struct Server::Impl {
           } catch (const std::exception& e) {
             reply = error_reply(e);
           } catch (...) {
+            log::get("serve")->error("{} {}: unknown exception", req.method, req.path);
           }
           send_error(res, reply);
         });
     http.set_logger([logger](const httplib::Request& req, const httplib::Response& res) {
+      // Multipart bodies are parsed into req.files and leave req.body empty: log the header.
+      const std::string length = req.get_header_value("Content-Length");
       logger->info("{} {} {} ({} bytes in, {} out)", req.method, req.path, res.status,
-                   req.body.size(), res.body.size());
+                   length.empty() ? "0" : length, res.body.size());
     });
   }
 };
