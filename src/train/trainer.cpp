@@ -197,6 +197,33 @@ class BatchPrefetcher {
   std::thread worker_;
 };
 
+// Rank `rank`'s share of a global batch: episodes [rank * per_rank, (rank + 1) * per_rank).
+data::EpisodeBatch shard_of(const data::EpisodeBatch& global, int rank, int64_t per_rank) {
+  const int64_t begin = rank * per_rank;
+  auto part = [&](const torch::Tensor& t) {
+    return t.defined() ? t.narrow(0, begin, per_rank).contiguous() : t;
+  };
+  auto strings = [&](const std::vector<std::string>& all) {
+    if (all.empty()) return all;
+    return std::vector<std::string>(all.begin() + begin, all.begin() + begin + per_rank);
+  };
+  data::EpisodeBatch out;
+  out.query_images = part(global.query_images);
+  out.query_masks = part(global.query_masks);
+  out.context_images = part(global.context_images);
+  out.context_masks = part(global.context_masks);
+  out.context_valid = part(global.context_valid);
+  out.instructions = strings(global.instructions);
+  out.task_names = strings(global.task_names);
+  return out;
+}
+
+// The torch RNG stream of rank r > 0 (model-internal noise: diffusion timesteps, dropout). Rank 0
+// keeps the run's own stream, so a one-process run is unchanged by this layer.
+uint64_t rank_torch_seed(uint64_t seed, int rank, int64_t step) {
+  return derive_seed(seed, "torch/rank" + std::to_string(rank) + "/step" + std::to_string(step));
+}
+
 }  // namespace
 
 void request_stop() { g_stop.store(true); }
@@ -246,7 +273,8 @@ TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
   return o;
 }
 
-TrainResult run_training(const TrainOptions& requested, const std::string& run_dir, bool resume) {
+TrainResult run_training(const TrainOptions& requested, const std::string& run_dir, bool resume,
+                         const DistributedOptions& distributed) {
   auto logger = log::get("train");
   g_stop.store(false);
   const fs::path dir(run_dir);
@@ -270,7 +298,19 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   }
   if (o.stage != 1 && o.stage != 2) SEGICL_THROW(UsageError, "--stage must be 1 or 2", "", "");
   if (o.pack.empty()) SEGICL_THROW(UsageError, "a training pack is required", "", "make one with `segicl pack`");
-  const torch::Device device = resolve_device(o.device);
+  torch::Device device = resolve_device(o.device);
+  // ---- distributed job: join it before anything is read, so a bad rank fails the rendezvous -----
+  std::unique_ptr<Communicator> comm;
+  const int rank = distributed.env.rank, world = distributed.env.active() ? distributed.env.world_size : 1;
+  const bool root = rank == 0;
+  if (distributed.env.active()) {
+    if (device.is_cuda())
+      device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                               distributed.env.local_rank % torch::cuda::device_count()));
+    comm = std::make_unique<Communicator>(distributed, device);
+    if (root) logger->info("distributed: {} processes over {} ({}:{})", world, comm->backend(),
+                           distributed.env.master_addr, distributed.env.master_port);
+  }
   const bool autocast = o.bf16 && device.is_cuda();
   torch::manual_seed(derive_seed(o.seed, "init"));
 
@@ -292,13 +332,21 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   if (o.stage == 2 && o.lora_rank > 0) model->enable_lora(o.lora_rank, model->config().lora_alpha);
   model->set_stage(o.stage);
   model->train();
+  if (comm) {
+    // Every rank built or loaded the same weights already; the broadcast makes it a guarantee.
+    std::vector<torch::Tensor> state = model->parameters();
+    for (auto& buffer : model->buffers()) state.push_back(buffer);
+    comm->broadcast(state);
+    if (!root) torch::manual_seed(rank_torch_seed(o.seed, rank, 0));
+  }
   std::vector<torch::Tensor> parameters;
   for (auto& p : model->parameters_for_stage(o.stage))
     if (p.requires_grad()) parameters.push_back(p);
   int64_t trainable = 0;
   for (auto& p : parameters) trainable += p.numel();
-  logger->info("stage {} on {}: {} trainable parameters, batch {}, {} steps", o.stage, device.str(), trainable,
-               o.batch_size, o.steps);
+  if (root)
+    logger->info("stage {} on {}: {} trainable parameters, batch {}{}, {} steps", o.stage, device.str(), trainable,
+                 o.batch_size, world > 1 ? " x " + std::to_string(world) + " processes" : "", o.steps);
 
   torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay));
 
@@ -330,44 +378,95 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
     start_step = trainer.at("step");
     best_val = trainer.value("best_val", -1.0);
     sampler.restore(trainer.at("sampler"));
+    // Keep the checkpoint's global batch at any world size, so the episodes stay the same.
+    const int64_t global_batch = trainer.value("global_batch", o.batch_size);
+    if (global_batch % world != 0)
+      SEGICL_THROW(UsageError,
+                   "the checkpoint's global batch of " + std::to_string(global_batch) +
+                       " episodes does not split over " + std::to_string(world) + " processes",
+                   checkpoint_path, "resume with a number of processes that divides " + std::to_string(global_batch));
+    o.batch_size = global_batch / world;
+    // Rank r's torch RNG comes back when the checkpoint has it (same or larger world size before);
+    // a rank new to the run starts a stream derived from its rank and the step.
     torch::Tensor rng;
-    archive.read("rng_cpu", rng);
-    auto generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng);
-    logger->info("resumed {} at step {}", checkpoint_path, start_step);
+    const std::string rng_key = root ? "rng_cpu" : "rng_cpu_rank" + std::to_string(rank);
+    if (root || archive.try_read(rng_key, rng)) {
+      if (root) archive.read(rng_key, rng);
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(rng);
+    } else {
+      torch::manual_seed(rank_torch_seed(o.seed, rank, start_step));
+    }
+    if (root)
+      logger->info("resumed {} at step {} (global batch {}, {} per process)", checkpoint_path, start_step,
+                   global_batch, o.batch_size);
   }
-  write_file_atomic((dir / "config.resolved.json").string(),
-                    Json{{"train", o.to_json()}, {"model", model->config().to_json()}}.dump(2));
+  if (root)
+    write_file_atomic((dir / "config.resolved.json").string(),
+                      Json{{"train", o.to_json()}, {"model", model->config().to_json()}}.dump(2));
 
   data::EpisodeBatch val_batch;
   const bool has_val = !o.val_pack.empty();
   if (has_val) val_batch = validation_batch(o.val_pack, o, model->config().resolution);
 
   std::unique_ptr<BatchPrefetcher> prefetcher;
+  // Only rank 0 writes. In a distributed job every rank calls this at the same steps with
+  // with_state: the ranks' torch RNG states and parameter digests are gathered here, and equal
+  // digests are checked (a mismatch means the ranks diverged, which must never happen).
   auto save = [&](const std::string& path, int64_t step, bool with_state) {
+    std::vector<torch::Tensor> rank_rngs;
+    Json distributed_meta;
+    if (comm && with_state) {
+      auto own_rng = at::detail::getDefaultCPUGenerator().get_state();
+      auto rngs = comm->gather_to_root("rng", std::string(static_cast<const char*>(own_rng.data_ptr()), own_rng.numel()));
+      auto digests = comm->gather_to_root("digest", std::to_string(parameter_digest(model->parameters())));
+      if (!root) return;
+      for (const auto& bytes : rngs)
+        rank_rngs.push_back(torch::from_blob(const_cast<char*>(bytes.data()), {static_cast<int64_t>(bytes.size())},
+                                             torch::kUInt8).clone());
+      distributed_meta = {{"world_size", world}, {"backend", comm->backend()}, {"parameter_digests", digests}};
+      for (const auto& digest : digests)
+        if (digest != digests.front())
+          SEGICL_THROW(Error, "parameters differ between ranks at step " + std::to_string(step), path,
+                       "this is a bug in segicl's distributed training: please report it with the log");
+    }
+    if (!root) return;
     Json meta{{"stage", o.stage}, {"step", step}, {"seed", o.seed}, {"train", o.to_json()},
               {"pack_header", Json::parse(pack->header_json()).value("tasks", Json::array())},
               {"best_val_dice", best_val}};
     if (!init_meta.is_null()) meta["init_from"] = {{"path", o.init_checkpoint}, {"step", init_meta.value("step", 0)}};
+    if (!distributed_meta.is_null()) meta["distributed"] = distributed_meta;
     models::SaveOptions so;
     if (with_state) {
       so.extra = [&](torch::serialize::OutputArchive& archive) {
         torch::serialize::OutputArchive optimizer_archive;
         optimizer.save(optimizer_archive);
         archive.write("optimizer", optimizer_archive);
-        archive.write("trainer", c10::IValue(Json{{"step", step}, {"best_val", best_val}, {"sampler", prefetcher->state_of_next()}}.dump()));
+        archive.write("trainer", c10::IValue(Json{{"step", step},
+                                                  {"best_val", best_val},
+                                                  {"sampler", prefetcher->state_of_next()},
+                                                  {"world_size", world},
+                                                  {"global_batch", o.batch_size * world}}
+                                                 .dump()));
         archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+        for (size_t r = 1; r < rank_rngs.size(); ++r) archive.write("rng_cpu_rank" + std::to_string(r), rank_rngs[r]);
       };
     }
     models::save_checkpoint(path, *model, meta, so);
   };
 
   // ---- the loop ---------------------------------------------------------------------------
-  prefetcher = std::make_unique<BatchPrefetcher>(sampler, static_cast<int>(o.batch_size), device.is_cuda() ? 4 : 1);
-  std::ofstream csv((dir / "log.csv").string(), std::ios::app);
-  if (start_step == 0) csv << "step,loss,learning_rate,steps_per_second,elapsed_seconds,val_dice\n";
-  std::ofstream metrics((dir / "metrics.jsonl").string(), std::ios::app);
+  // Every rank draws the whole global batch from the same sampler stream and keeps its shard: the
+  // sampler state is then one for the job, which is what makes resume exact at any world size.
+  prefetcher = std::make_unique<BatchPrefetcher>(sampler, static_cast<int>(o.batch_size * world),
+                                                 device.is_cuda() ? 4 : 1);
+  std::ofstream csv, metrics;
+  if (root) {
+    csv.open((dir / "log.csv").string(), std::ios::app);
+    metrics.open((dir / "metrics.jsonl").string(), std::ios::app);
+  }
+  if (root && start_step == 0) csv << "step,loss,learning_rate,steps_per_second,elapsed_seconds,val_dice\n";
   const auto started = std::chrono::steady_clock::now();
   auto window_start = started;
   double window_loss = 0;
@@ -375,13 +474,15 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   TrainResult result;
   for (; step < o.steps; ++step) {
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    if (g_stop.load() || (o.max_seconds > 0 && elapsed > o.max_seconds) || (o.stop_at > 0 && step >= o.stop_at)) {
-      result.interrupted = g_stop.load();
+    std::vector<bool> stop{g_stop.load(), o.max_seconds > 0 && elapsed > o.max_seconds};
+    if (comm) stop = comm->any(stop);  // all ranks stop at the same step, or the others would hang
+    if (stop[0] || stop[1] || (o.stop_at > 0 && step >= o.stop_at)) {
+      result.interrupted = stop[0];
       break;
     }
     const double lr = learning_rate_at(o, step);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    auto batch = prefetcher->next().to(device);
+    auto batch = (comm ? shard_of(prefetcher->next(), rank, o.batch_size) : prefetcher->next()).to(device);
     optimizer.zero_grad();
     torch::Tensor loss;
     {
@@ -390,18 +491,26 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
              : o.stage == 1 ? model->stage1_loss(batch.query_masks, batch.query_images, batch.instructions).total
                           : model->stage2_loss(batch);
     }
-    if (!std::isfinite(loss.item<double>()))
-      SEGICL_THROW(Error, "loss became " + std::to_string(loss.item<double>()) + " at step " + std::to_string(step), run_dir,
-                   "lower the learning rate or resume from the last checkpoint");
+    double loss_value = loss.item<double>();
+    auto check_finite = [&] {
+      if (!std::isfinite(loss_value))
+        SEGICL_THROW(Error, "loss became " + std::to_string(loss_value) + " at step " + std::to_string(step), run_dir,
+                     "lower the learning rate or resume from the last checkpoint");
+    };
+    if (!comm) check_finite();
     loss.backward();
+    if (comm) {
+      loss_value = comm->average_gradients(parameters, loss_value);
+      check_finite();  // on the mean, so that every rank throws or none does
+    }
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters, o.grad_clip);
     optimizer.step();
-    window_loss += loss.item<double>();
+    window_loss += loss_value;
     ++window_steps;
 
     const int64_t done = step + 1;
     double val_dice = -1;
-    if (has_val && o.val_every > 0 && done % o.val_every == 0) {
+    if (root && has_val && o.val_every > 0 && done % o.val_every == 0) {
       auto [dice, atlas] = validate(*model, val_batch, o.stage, device);
       val_dice = dice;
       logger->info("step {}: validation Dice {:.4f} (atlas of the examples {:.4f})", done, dice, atlas);
@@ -418,13 +527,15 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
       double total = std::chrono::duration<double>(now - started).count();
       result.last_loss = window_loss / window_steps;
       result.steps_per_second = rate;
-      logger->info("step {}/{} loss {:.4f} lr {:.2e} {:.2f} steps/s ETA {:.0f} s", done, o.steps, result.last_loss,
-                   lr, rate, (o.steps - done) / std::max(rate, 1e-9));
-      csv << done << "," << result.last_loss << "," << lr << "," << rate << "," << total << ","
-          << (val_dice >= 0 ? std::to_string(val_dice) : "") << "\n";
-      csv.flush();
-      metrics << Json{{"step", done}, {"loss", result.last_loss}, {"lr", lr}, {"steps_per_second", rate}}.dump() << "\n";
-      metrics.flush();
+      if (root) {
+        logger->info("step {}/{} loss {:.4f} lr {:.2e} {:.2f} steps/s ETA {:.0f} s", done, o.steps, result.last_loss,
+                     lr, rate, (o.steps - done) / std::max(rate, 1e-9));
+        csv << done << "," << result.last_loss << "," << lr << "," << rate << "," << total << ","
+            << (val_dice >= 0 ? std::to_string(val_dice) : "") << "\n";
+        csv.flush();
+        metrics << Json{{"step", done}, {"loss", result.last_loss}, {"lr", lr}, {"steps_per_second", rate}}.dump() << "\n";
+        metrics.flush();
+      }
       window_loss = 0;
       window_steps = 0;
       window_start = now;
@@ -434,7 +545,9 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   save(checkpoint_path, step, true);
   prefetcher.reset();
   result.step = step;
-  logger->info("{} at step {}: {}", result.interrupted ? "interrupted" : "stopped", step, checkpoint_path);
+  result.rank = rank;
+  result.world_size = world;
+  if (root) logger->info("{} at step {}: {}", result.interrupted ? "interrupted" : "stopped", step, checkpoint_path);
   return result;
 }
 

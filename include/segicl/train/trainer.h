@@ -1,7 +1,7 @@
 // The training loop for both SegICL stages (§4.2): stage 1 fits condition encoder + mask
 // autoencoder + latent denoiser on masks; stage 2 freezes them and fits vision encoder +
 // transformer + projector on in-context episodes (Eq. 5). Readable top to bottom in trainer.cpp.
-// Not a scheduler of many runs, nor distributed (that is a later layer over the same loop).
+// Data-parallel over several processes through distributed.h (c10d); not a scheduler of many runs.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 
 #include "segicl/core/config.h"
 #include "segicl/data/episodes.h"
+#include "segicl/train/distributed.h"
 
 namespace segicl::train {
 
@@ -19,7 +20,8 @@ struct TrainOptions {
   std::string pack;                 // training pack (segicl pack --purpose train)
   std::string val_pack;             // optional validation pack (--purpose val)
   int64_t steps = 1000;             // total optimizer steps
-  int64_t batch_size = 8;           // episodes per step
+  int64_t batch_size = 8;           // episodes per step and process (a job of N processes trains
+                                    // on N * batch_size episodes per step)
   double learning_rate = 3e-4;      // AdamW peak learning rate
   double weight_decay = 0.01;
   int64_t warmup_steps = 100;       // linear warm-up, then cosine decay to 10% of the peak
@@ -46,13 +48,26 @@ struct TrainResult {
   double last_loss = 0;      // mean loss of the last logging window
   double steps_per_second = 0;
   bool interrupted = false;  // SIGINT/SIGTERM: a checkpoint was written, exit code 130
+  int rank = 0;              // this process's rank in a distributed job (0 when alone)
+  int world_size = 1;
 };
 
 // Runs (or, with resume, continues) a training run in `run_dir`: config.resolved.json,
 // log.csv, metrics.jsonl, checkpoint.pt (latest, with optimizer/sampler/RNG state) and
 // best.pt (stage 2, best validation Dice). Resume restores weights, optimizer, step and RNG
 // exactly. Throws UsageError (bad options, run_dir not empty without resume), IoError, FormatError.
-TrainResult run_training(const TrainOptions& options, const std::string& run_dir, bool resume);
+//
+// Distributed (distributed.env.active()): every rank of the job calls this with the same options
+// and run_dir (on a shared file system when resuming on several hosts). Each step draws one global
+// batch of world_size * batch_size episodes from the run's sampler on every rank; rank r trains on
+// episodes [r * batch_size, (r + 1) * batch_size) of it and the gradients are averaged, so N
+// processes x batch B follow 1 process x batch N * B within float tolerance. Only rank 0 logs,
+// validates and writes files. Resume accepts any world size that divides the checkpoint's global
+// batch (the per-process batch is recomputed): the episodes stay exactly the same; results are
+// bitwise identical only at the same world size and thread count (see docs/distributed.md).
+// A failed or hung peer throws Error after at most distributed.timeout.
+TrainResult run_training(const TrainOptions& options, const std::string& run_dir, bool resume,
+                         const DistributedOptions& distributed = {});
 
 // Asks a running training loop to stop at the end of the current step (signal-safe).
 void request_stop();

@@ -1,0 +1,284 @@
+// Data-parallel training end to end: the built `segicl` binary runs as 1 or 2 processes on loopback
+// (Gloo) over a tiny pack, 1 thread each. Slow (label: integration); skipped without c10d.
+#include "segicl/train/distributed.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "segicl/core/error.h"
+#include "segicl/models/checkpoint.h"
+#include "toy_pack.h"
+
+extern char** environ;
+
+namespace segicl::train {
+namespace fs = std::filesystem;
+
+namespace {
+
+// A child process running the segicl binary; stdout and stderr go to `log`.
+struct Child {
+  pid_t pid = -1;
+  fs::path log;
+};
+
+Child spawn_segicl(const std::vector<std::string>& args, const fs::path& log,
+                   const std::vector<std::string>& extra_env = {}) {
+  std::vector<std::string> storage{SEGICL_BIN};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string entry(*e);
+    // The test's own environment must not make the children ranks of some other job.
+    bool distributed = entry.rfind("RANK=", 0) == 0 || entry.rfind("WORLD_SIZE=", 0) == 0 ||
+                       entry.rfind("LOCAL_RANK=", 0) == 0 || entry.rfind("MASTER_", 0) == 0;
+    if (!distributed) env_storage.push_back(entry);
+  }
+  env_storage.insert(env_storage.end(), extra_env.begin(), extra_env.end());
+  std::vector<char*> envp;
+  for (auto& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  Child child;
+  child.log = log;
+  int error = posix_spawn(&child.pid, SEGICL_BIN, &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) throw std::runtime_error("cannot start " + std::string(SEGICL_BIN));
+  return child;
+}
+
+// Waits for the child; returns its exit code (128 + signal when killed).
+int wait_for(const Child& child) {
+  int status = 0;
+  while (waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string text_of(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Polls `path` until it contains `needle` (true) or `seconds` pass (false).
+bool wait_for_text(const fs::path& path, const std::string& needle, int seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (text_of(path).find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+class Distributed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!distributed_available())
+      GTEST_SKIP() << "built without c10d (SEGICL_WITH_DISTRIBUTED=OFF)";
+    dir_ = fs::temp_directory_path() / ("segicl_ddp_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    pack_ = testing::write_toy_pack(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Common flags of a few-step CPU run (1 thread per process, as the benchmark).
+  std::vector<std::string> train_args(const std::string& preset, const std::string& out, int batch,
+                                      int steps) {
+    return {"--threads",
+            "1",
+            "--quiet",
+            "train",
+            "--preset",
+            preset,
+            "--pack",
+            pack_,
+            "--out",
+            (dir_ / out).string(),
+            "--device",
+            "cpu",
+            "--steps",
+            std::to_string(steps),
+            "--batch-size",
+            std::to_string(batch),
+            "--warmup",
+            "1",
+            "--log-every",
+            "1",
+            "--checkpoint-every",
+            "2",
+            "--max-context",
+            "2",
+            "--dist-timeout",
+            "30"};
+  }
+  int run(std::vector<std::string> args, const std::string& log_name) {
+    auto child = spawn_segicl(args, dir_ / log_name);
+    int code = wait_for(child);
+    if (code != 0) ADD_FAILURE() << log_name << ":\n" << text_of(child.log);
+    return code;
+  }
+  std::vector<torch::Tensor> weights_of(const std::string& out) {
+    auto loaded = models::load_checkpoint((dir_ / out / "checkpoint.pt").string());
+    std::vector<torch::Tensor> weights;
+    for (auto& p : loaded.model->parameters()) weights.push_back(p.detach().clone());
+    return weights;
+  }
+
+  fs::path dir_;
+  std::string pack_;
+};
+
+}  // namespace
+
+TEST(DistributedEnv, IsAbsentWithoutRankAndReadsTorchrunVariables) {
+  ::unsetenv("RANK");
+  EXPECT_FALSE(DistributedEnv::from_environment().has_value());
+  ::setenv("RANK", "1", 1);
+  ::setenv("WORLD_SIZE", "4", 1);
+  ::setenv("LOCAL_RANK", "1", 1);
+  ::setenv("LOCAL_WORLD_SIZE", "2", 1);
+  ::setenv("MASTER_ADDR", "node0", 1);
+  ::setenv("MASTER_PORT", "29500", 1);
+  auto env = DistributedEnv::from_environment();
+  ASSERT_TRUE(env.has_value());
+  EXPECT_EQ(env->rank, 1);
+  EXPECT_EQ(env->world_size, 4);
+  EXPECT_EQ(env->local_world_size, 2);
+  EXPECT_EQ(env->master_addr, "node0");
+  EXPECT_EQ(env->master_port, 29500);
+  ::setenv("RANK", "4", 1);
+  EXPECT_THROW(DistributedEnv::from_environment(), UsageError) << "rank out of range";
+  ::setenv("RANK", "0", 1);
+  ::unsetenv("MASTER_PORT");
+  EXPECT_THROW(DistributedEnv::from_environment(), UsageError)
+      << "a partial environment is refused";
+  for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR"})
+    ::unsetenv(name);
+}
+
+TEST_F(Distributed, TwoProcessesEndWithBitIdenticalParameters) {
+  auto args = train_args("tiny", "ddp", 2, 3);
+  args.insert(args.end(), {"--nproc", "2"});
+  ASSERT_EQ(run(args, "ddp.log"), 0);
+  auto meta = models::read_checkpoint_meta((dir_ / "ddp" / "checkpoint.pt").string());
+  EXPECT_EQ(meta["step"], 3);
+  ASSERT_TRUE(meta.contains("distributed")) << meta.dump(2);
+  EXPECT_EQ(meta["distributed"]["world_size"], 2);
+  auto digests = meta["distributed"]["parameter_digests"];
+  ASSERT_EQ(digests.size(), 2u);
+  EXPECT_EQ(digests[0], digests[1]) << "rank 1's parameters differ from rank 0's";
+  // And the checkpoint holds exactly those parameters.
+  auto loaded = models::load_checkpoint((dir_ / "ddp" / "checkpoint.pt").string());
+  EXPECT_EQ(std::to_string(parameter_digest(loaded.model->parameters())),
+            digests[0].get<std::string>());
+  // Only rank 0 wrote the run folder's logs: one header and one row per step.
+  auto csv = text_of(dir_ / "ddp" / "log.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4) << csv;
+}
+
+TEST_F(Distributed, TwoProcessesMatchOneProcessWithTwiceTheBatch) {
+  // crossconv: its loss is a mean over episodes and it draws no noise, so the split is exact up to
+  // float summation order.
+  ASSERT_EQ(run(train_args("crossconv-tiny", "one", 4, 3), "one.log"), 0);
+  auto args = train_args("crossconv-tiny", "two", 2, 3);
+  args.insert(args.end(), {"--nproc", "2"});
+  ASSERT_EQ(run(args, "two.log"), 0);
+  auto a = weights_of("one"), b = weights_of("two");
+  ASSERT_EQ(a.size(), b.size());
+  // Tolerance: 3 AdamW steps at lr 3e-4 move a weight by <= ~1e-3; summation-order noise in the
+  // gradients (~1e-7 relative) must stay orders of magnitude below that.
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>());
+  EXPECT_LT(worst, 2e-5) << "largest parameter difference";
+}
+
+TEST_F(Distributed, KilledWorkerFailsTheJobWithinTheTimeout) {
+  // torchrun-style: the test starts both ranks itself, then kills rank 1 mid-run.
+  const std::string port = std::to_string(29000 + ::getpid() % 1000);
+  auto args = train_args("tiny", "killed", 2, 100000);
+  args[args.size() - 1] = "10";  // --dist-timeout 10
+  args.erase(args.begin() + 2);  // not --quiet: rank 0's progress lines tell when training runs
+  std::vector<std::string> common{"WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + port};
+  auto env0 = common, env1 = common;
+  env0.push_back("RANK=0");
+  env1.push_back("RANK=1");
+  auto rank0 = spawn_segicl(args, dir_ / "rank0.log", env0);
+  auto rank1 = spawn_segicl(args, dir_ / "rank1.log", env1);
+  ASSERT_TRUE(wait_for_text(rank0.log, "step 2/", 120)) << text_of(rank0.log);
+  ::kill(rank1.pid, SIGKILL);
+  const auto killed_at = std::chrono::steady_clock::now();
+  int code = wait_for(rank0);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  wait_for(rank1);
+  EXPECT_EQ(code, 1);
+  EXPECT_LT(seconds, 10 + 15) << "rank 0 must give up within --dist-timeout (plus a step)";
+  auto log = text_of(rank0.log);
+  EXPECT_NE(log.find("failed on rank 0 of 2"), std::string::npos) << log;
+  EXPECT_NE(log.find("hint: another worker probably died"), std::string::npos) << log;
+}
+
+TEST_F(Distributed, LauncherStopsTheJobWhenAWorkerDies) {
+  auto args = train_args("tiny", "launcher", 2, 100000);
+  args.erase(args.begin() + 2);  // not --quiet: the launcher logs the workers' pids
+  args.insert(args.end(), {"--nproc", "2"});
+  auto job = spawn_segicl(args, dir_ / "launcher.log");
+  ASSERT_TRUE(wait_for_text(job.log, "step 2/", 120)) << text_of(job.log);
+  std::smatch match;
+  auto log = text_of(job.log);
+  ASSERT_TRUE(std::regex_search(log, match, std::regex("worker rank 1 of 2: pid ([0-9]+)"))) << log;
+  const pid_t worker = std::stoi(match[1]);
+  ::kill(worker, SIGKILL);
+  EXPECT_EQ(wait_for(job), 1);
+  log = text_of(job.log);
+  EXPECT_NE(log.find("error: worker rank 1 of 2 (pid " + std::to_string(worker) +
+                     ") was killed by signal 9"),
+            std::string::npos)
+      << log;
+}
+
+TEST_F(Distributed, ResumeOnOneProcessContinuesATwoProcessRun) {
+  // 2 x 2 episodes for 2 steps, then 1 x 4 for 2 more: the same global batches as 4 steps of 2 x 2.
+  auto two = train_args("crossconv-tiny", "split", 2, 4);
+  two.insert(two.end(), {"--nproc", "2", "--stop-at", "2"});
+  ASSERT_EQ(run(two, "split1.log"), 0);
+  auto one = train_args("crossconv-tiny", "split", 2, 4);
+  one.push_back("--resume");
+  ASSERT_EQ(run(one, "split2.log"), 0);
+  auto straight = train_args("crossconv-tiny", "straight", 2, 4);
+  straight.insert(straight.end(), {"--nproc", "2"});
+  ASSERT_EQ(run(straight, "straight.log"), 0);
+  auto a = weights_of("split"), b = weights_of("straight");
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>());
+  EXPECT_LT(worst, 2e-5) << "largest parameter difference";
+  auto meta = models::read_checkpoint_meta((dir_ / "split" / "checkpoint.pt").string());
+  EXPECT_EQ(meta["step"], 4);
+  EXPECT_EQ(meta["train"]["batch_size"], 4) << "the global batch of 4 is kept on one process";
+}
+
+}  // namespace segicl::train
