@@ -17,6 +17,7 @@
 #include <regex>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "segicl/core/error.h"
 #include "segicl/models/checkpoint.h"
@@ -91,6 +92,15 @@ bool wait_for_text(const fs::path& path, const std::string& needle, int seconds)
   return false;
 }
 
+double largest_difference(const std::vector<torch::Tensor>& a,
+                          const std::vector<torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>());
+  return worst;
+}
+
 class Distributed : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -101,7 +111,10 @@ class Distributed : public ::testing::Test {
     fs::create_directories(dir_);
     pack_ = testing::write_toy_pack(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  // SEGICL_TEST_KEEP=1 keeps the run folders and logs for a look after the test.
+  void TearDown() override {
+    if (!std::getenv("SEGICL_TEST_KEEP")) fs::remove_all(dir_);
+  }
 
   // Common flags of a few-step CPU run (1 thread per process, as the benchmark).
   std::vector<std::string> train_args(const std::string& preset, const std::string& out, int batch,
@@ -145,6 +158,8 @@ class Distributed : public ::testing::Test {
     for (auto& p : loaded.model->parameters()) weights.push_back(p.detach().clone());
     return weights;
   }
+
+  std::tuple<int, double, std::string> disturb_rank_one(int signal, int timeout_seconds);
 
   fs::path dir_;
   std::string pack_;
@@ -209,17 +224,22 @@ TEST_F(Distributed, TwoProcessesMatchOneProcessWithTwiceTheBatch) {
   ASSERT_EQ(a.size(), b.size());
   // Tolerance: 3 AdamW steps at lr 3e-4 move a weight by <= ~1e-3; summation-order noise in the
   // gradients (~1e-7 relative) must stay orders of magnitude below that.
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>());
+  const double worst = largest_difference(a, b);
   EXPECT_LT(worst, 2e-5) << "largest parameter difference";
+  // The comparison has teeth: training on rank 0's half of the episodes alone lands far away.
+  ASSERT_EQ(run(train_args("crossconv-tiny", "half", 2, 3), "half.log"), 0);
+  const double half = largest_difference(a, weights_of("half"));
+  EXPECT_GT(half, 100 * worst) << "2 x 2 differs from 1 x 4 by " << worst << ", 1 x 2 by " << half;
+  std::printf("largest difference to 1 x 4: 2 x 2 %.3g, 1 x 2 %.3g\n", worst, half);
 }
 
-TEST_F(Distributed, KilledWorkerFailsTheJobWithinTheTimeout) {
-  // torchrun-style: the test starts both ranks itself, then kills rank 1 mid-run.
-  const std::string port = std::to_string(29000 + ::getpid() % 1000);
-  auto args = train_args("tiny", "killed", 2, 100000);
-  args[args.size() - 1] = "10";  // --dist-timeout 10
+// torchrun-style: the test starts both ranks itself, lets them train, then sends `signal` to rank 1
+// and measures how long rank 0 takes to fail. Returns rank 0's exit code, the seconds and its log.
+std::tuple<int, double, std::string> Distributed::disturb_rank_one(int signal,
+                                                                   int timeout_seconds) {
+  const std::string port = std::to_string(29000 + (::getpid() * 7 + signal) % 1000);
+  auto args = train_args("tiny", "disturbed" + std::to_string(signal), 2, 100000);
+  args[args.size() - 1] = std::to_string(timeout_seconds);  // --dist-timeout
   args.erase(args.begin() + 2);  // not --quiet: rank 0's progress lines tell when training runs
   std::vector<std::string> common{"WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + port};
   auto env0 = common, env1 = common;
@@ -227,18 +247,39 @@ TEST_F(Distributed, KilledWorkerFailsTheJobWithinTheTimeout) {
   env1.push_back("RANK=1");
   auto rank0 = spawn_segicl(args, dir_ / "rank0.log", env0);
   auto rank1 = spawn_segicl(args, dir_ / "rank1.log", env1);
-  ASSERT_TRUE(wait_for_text(rank0.log, "step 2/", 120)) << text_of(rank0.log);
-  ::kill(rank1.pid, SIGKILL);
-  const auto killed_at = std::chrono::steady_clock::now();
+  if (!wait_for_text(rank0.log, "step 2/", 120)) {
+    ::kill(rank0.pid, SIGKILL);
+    ::kill(rank1.pid, SIGKILL);
+    wait_for(rank0);
+    wait_for(rank1);
+    return {-1, 0, text_of(rank0.log)};
+  }
+  ::kill(rank1.pid, signal);
+  const auto disturbed_at = std::chrono::steady_clock::now();
   int code = wait_for(rank0);
   const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - disturbed_at).count();
+  ::kill(rank1.pid, SIGKILL);
   wait_for(rank1);
-  EXPECT_EQ(code, 1);
-  EXPECT_LT(seconds, 10 + 15) << "rank 0 must give up within --dist-timeout (plus a step)";
-  auto log = text_of(rank0.log);
-  EXPECT_NE(log.find("failed on rank 0 of 2"), std::string::npos) << log;
-  EXPECT_NE(log.find("hint: another worker probably died"), std::string::npos) << log;
+  return {code, seconds, text_of(rank0.log)};
+}
+
+TEST_F(Distributed, KilledWorkerFailsTheJobAtOnce) {
+  auto [code, seconds, log] = disturb_rank_one(SIGKILL, 60);
+  EXPECT_EQ(code, 1) << log;
+  EXPECT_LT(seconds, 15) << "a dead peer closes its sockets: no need to wait for --dist-timeout 60";
+  EXPECT_NE(log.find("error: distributed"), std::string::npos) << log;
+  EXPECT_NE(log.find("failed on rank 0 of 2 (gloo)"), std::string::npos) << log;
+  EXPECT_NE(log.find("hint: another worker probably died or hung"), std::string::npos) << log;
+}
+
+TEST_F(Distributed, HungWorkerFailsTheJobAfterTheTimeout) {
+  auto [code, seconds, log] = disturb_rank_one(SIGSTOP, 5);  // stopped, sockets still open
+  EXPECT_EQ(code, 1) << log;
+  EXPECT_GT(seconds, 4) << log;
+  EXPECT_LT(seconds, 5 + 15)
+      << "rank 0 must give up after --dist-timeout 5 (plus the step it was in)";
+  EXPECT_NE(log.find("failed on rank 0 of 2 (gloo)"), std::string::npos) << log;
 }
 
 TEST_F(Distributed, LauncherStopsTheJobWhenAWorkerDies) {
@@ -260,6 +301,19 @@ TEST_F(Distributed, LauncherStopsTheJobWhenAWorkerDies) {
       << log;
 }
 
+TEST_F(Distributed, InterruptedJobCheckpointsOnEveryRankAndExits130) {
+  auto args = train_args("tiny", "interrupted", 2, 100000);
+  args.erase(args.begin() + 2);  // not --quiet: progress lines tell when training runs
+  args.insert(args.end(), {"--nproc", "2"});
+  auto job = spawn_segicl(args, dir_ / "interrupted.log");
+  ASSERT_TRUE(wait_for_text(job.log, "step 2/", 120)) << text_of(job.log);
+  ::kill(job.pid, SIGINT);  // what Ctrl-C does to the launcher (the terminal also signals workers)
+  EXPECT_EQ(wait_for(job), 130) << text_of(job.log);
+  auto meta = models::read_checkpoint_meta((dir_ / "interrupted" / "checkpoint.pt").string());
+  EXPECT_GE(meta["step"].get<int>(), 2);
+  EXPECT_EQ(meta["distributed"]["parameter_digests"][0], meta["distributed"]["parameter_digests"][1]);
+}
+
 TEST_F(Distributed, ResumeOnOneProcessContinuesATwoProcessRun) {
   // 2 x 2 episodes for 2 steps, then 1 x 4 for 2 more: the same global batches as 4 steps of 2 x 2.
   auto two = train_args("crossconv-tiny", "split", 2, 4);
@@ -272,10 +326,7 @@ TEST_F(Distributed, ResumeOnOneProcessContinuesATwoProcessRun) {
   straight.insert(straight.end(), {"--nproc", "2"});
   ASSERT_EQ(run(straight, "straight.log"), 0);
   auto a = weights_of("split"), b = weights_of("straight");
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>());
-  EXPECT_LT(worst, 2e-5) << "largest parameter difference";
+  EXPECT_LT(largest_difference(a, b), 2e-5) << "largest parameter difference";
   auto meta = models::read_checkpoint_meta((dir_ / "split" / "checkpoint.pt").string());
   EXPECT_EQ(meta["step"], 4);
   EXPECT_EQ(meta["train"]["batch_size"], 4) << "the global batch of 4 is kept on one process";
