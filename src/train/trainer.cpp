@@ -234,7 +234,8 @@ Json TrainOptions::to_json() const {
           {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps}, {"grad_clip", grad_clip},
           {"log_every", log_every}, {"checkpoint_every", checkpoint_every}, {"val_every", val_every},
           {"val_episodes", val_episodes}, {"lora_rank", lora_rank}, {"seed", seed}, {"device", device},
-          {"bf16", bf16}, {"max_seconds", max_seconds}, {"stop_at", stop_at}, {"episodes", episode_json(episodes)}};
+          {"bf16", bf16}, {"max_seconds", max_seconds}, {"stop_at", stop_at}, {"episodes", episode_json(episodes)},
+          {"episode_sharding", episode_sharding}};
 }
 
 TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
@@ -262,6 +263,7 @@ TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
   o.bf16 = merged["bf16"];
   o.max_seconds = merged["max_seconds"];
   o.stop_at = merged["stop_at"];
+  o.episode_sharding = merged["episode_sharding"];
   const Json& e = merged["episodes"];
   o.episodes.resolution = e["resolution"];
   o.episodes.min_context = e["min_context"];
@@ -362,7 +364,14 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   // Without text conditioning the UniverSeg architecture has nothing to go on at K = 0.
   if (crossconv && !model->config().crossconv_text) o.episodes.min_context = std::max(1, o.episodes.min_context);
   o.episodes.max_context = std::min<int>(o.episodes.max_context, static_cast<int>(model->config().max_context()));
-  data::EpisodeSampler sampler(pack, o.episodes, derive_seed(o.seed, "episodes"));
+  if (o.episode_sharding != "global" && o.episode_sharding != "rank")
+    SEGICL_THROW(UsageError, "unknown episode sharding '" + o.episode_sharding + "'", "", "use global or rank");
+  const bool rank_streams = comm && o.episode_sharding == "rank";
+  auto rank_sampler_seed = [&](int64_t step) {
+    return derive_seed(o.seed, "episodes/rank" + std::to_string(rank) + (step > 0 ? "/step" + std::to_string(step) : ""));
+  };
+  data::EpisodeSampler sampler(pack, o.episodes,
+                               rank_streams && !root ? rank_sampler_seed(0) : derive_seed(o.seed, "episodes"));
 
   int64_t start_step = 0;
   double best_val = -1;
@@ -377,7 +386,16 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
     Json trainer = Json::parse(state.toStringRef());
     start_step = trainer.at("step");
     best_val = trainer.value("best_val", -1.0);
-    sampler.restore(trainer.at("sampler"));
+    if (!rank_streams) {
+      sampler.restore(trainer.at("sampler"));
+    } else {
+      // Per-rank streams: rank r continues its own when the checkpoint has it.
+      const Json samplers = trainer.value("samplers", Json::array({trainer.at("sampler")}));
+      if (rank < static_cast<int>(samplers.size()))
+        sampler.restore(samplers[rank].get<std::string>());
+      else
+        sampler = data::EpisodeSampler(pack, o.episodes, rank_sampler_seed(trainer.at("step").get<int64_t>()));
+    }
     // Keep the checkpoint's global batch at any world size, so the episodes stay the same.
     const int64_t global_batch = trainer.value("global_batch", o.batch_size);
     if (global_batch % world != 0)
@@ -416,8 +434,10 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   // digests are checked (a mismatch means the ranks diverged, which must never happen).
   auto save = [&](const std::string& path, int64_t step, bool with_state) {
     std::vector<torch::Tensor> rank_rngs;
+    std::vector<std::string> samplers;
     Json distributed_meta;
     if (comm && with_state) {
+      if (rank_streams) samplers = comm->gather_to_root("sampler", prefetcher->state_of_next());
       auto own_rng = at::detail::getDefaultCPUGenerator().get_state();
       auto rngs = comm->gather_to_root("rng", std::string(static_cast<const char*>(own_rng.data_ptr()), own_rng.numel()));
       auto digests = comm->gather_to_root("digest", std::to_string(parameter_digest(model->parameters())));
@@ -446,6 +466,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
         archive.write("trainer", c10::IValue(Json{{"step", step},
                                                   {"best_val", best_val},
                                                   {"sampler", prefetcher->state_of_next()},
+                                                  {"samplers", samplers},
                                                   {"world_size", world},
                                                   {"global_batch", o.batch_size * world}}
                                                  .dump()));
@@ -459,7 +480,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   // ---- the loop ---------------------------------------------------------------------------
   // Every rank draws the whole global batch from the same sampler stream and keeps its shard: the
   // sampler state is then one for the job, which is what makes resume exact at any world size.
-  prefetcher = std::make_unique<BatchPrefetcher>(sampler, static_cast<int>(o.batch_size * world),
+  prefetcher = std::make_unique<BatchPrefetcher>(sampler, static_cast<int>(o.batch_size * (rank_streams ? 1 : world)),
                                                  device.is_cuda() ? 4 : 1);
   std::ofstream csv, metrics;
   if (root) {
@@ -482,7 +503,8 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
     }
     const double lr = learning_rate_at(o, step);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    auto batch = (comm ? shard_of(prefetcher->next(), rank, o.batch_size) : prefetcher->next()).to(device);
+    auto batch = (comm && !rank_streams ? shard_of(prefetcher->next(), rank, o.batch_size) : prefetcher->next())
+                     .to(device);
     optimizer.zero_grad();
     torch::Tensor loss;
     {

@@ -80,6 +80,13 @@ void register_train(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   cmd->add_option(
+         "--episode-sharding", o.episode_sharding,
+         "Distributed: global (every rank draws the global batch, keeps its shard: N x B == 1 x "
+         "N*B) "
+         "or rank (each rank draws only its B from a rank-derived stream: cheaper sampling)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"global", "rank"}));
+  cmd->add_option(
          "--dist-timeout", dist_timeout,
          "Seconds a process waits for the others (rendezvous, all-reduce) before the job fails")
       ->capture_default_str()

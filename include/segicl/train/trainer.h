@@ -38,6 +38,14 @@ struct TrainOptions {
   int64_t stop_at = 0;              // stop (with a checkpoint) at this step; the learning-rate
                                     // schedule still spans `steps` (0 = run to `steps`)
   data::EpisodeOptions episodes;    // k range, synthetic share, augmentation
+  // How the ranks of a distributed job get their episodes (no effect on one process):
+  //  "global": every rank draws the step's whole global batch from the run's one sampler stream and
+  //            trains on its shard. N x B equals 1 x N*B; resume is exact at any world size.
+  //            Costs N times the sampling work per rank (it runs on the prefetch thread).
+  //  "rank":   each rank draws only its own B episodes from a stream derived from (seed, rank);
+  //            rank 0's is the run's own. Sampling cost stays flat in N; resume is exact only at
+  //            the same world size (a rank new to the run derives a stream from the step).
+  std::string episode_sharding = "global";
 
   config::Json to_json() const;
   static TrainOptions from_json(const config::Json& j, const std::string& origin);
