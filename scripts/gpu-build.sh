@@ -6,7 +6,12 @@ build=${1:-build-gpu}
 prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 deps=${SEGICL_DEPS_DIR:-$PWD/.gpu-deps}
 export PATH=/usr/local/cuda/bin:$PATH
+# nccl.h for c10d's ProcessGroupNCCL (multi-GPU `segicl train --nproc N`): PyTorch's nvidia-nccl
+# wheel, else the CUDA toolkit; without it the build trains on one GPU per job (see configure log).
+nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' \
+  2> /dev/null || echo /usr/local/cuda/include)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
   -DSEGICL_WITH_ITK=OFF -DSEGICL_BUILD_TESTS=OFF -DSEGICL_BUILD_BENCH=OFF \
-  -DSEGICL_DEPS_DIR="$deps" -DTORCH_CUDA_ARCH_LIST="9.0" ${SEGICL_CMAKE_FLAGS:-}
+  -DSEGICL_DEPS_DIR="$deps" -DTORCH_CUDA_ARCH_LIST="9.0" -DSEGICL_NCCL_INCLUDE_DIR="$nccl" \
+  ${SEGICL_CMAKE_FLAGS:-}
 cmake --build "$build" -j "$(nproc)" --target segicl

@@ -4,7 +4,8 @@
 # budget, and write fp16 checkpoints (split into <= 15 MiB parts), logs and the CUDA binary to $OUT.
 # Carry: runs/train128.pack runs/val128.pack .gpu-deps [build-gpu] [an INIT checkpoint].
 # Env: BUDGET (s, default 540), PRESET (cpu), S1_SHARE (0.4), BATCH1 (64), BATCH2 (48),
-#      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights).
+#      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights),
+#      NPROC (GPUs to train on with c10d/NCCL, default: all visible; batches are per GPU).
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 BUDGET=${BUDGET:-540}
@@ -15,6 +16,8 @@ S1_SHARE=${S1_SHARE:-0.4}
 BATCH1=${BATCH1:-64}
 BATCH2=${BATCH2:-48}
 INIT=${INIT:-}
+NPROC=${NPROC:-$(nvidia-smi -L 2> /dev/null | wc -l)}
+[ "${NPROC:-0}" -ge 1 ] || NPROC=1
 t0=$SECONDS
 exec > >(tee -a "$OUT/gpu-train.log") 2>&1
 left() { echo $((BUDGET - (SECONDS - t0))); }
@@ -27,10 +30,11 @@ else
   bash scripts/gpu-build.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -n 60 "$OUT/build.log"; exit 1; }
 fi
 echo "build ready at $((SECONDS - t0)) s"
-bin="build-gpu/bin/segicl --threads $(nproc)"
+bin="build-gpu/bin/segicl --threads $(( $(nproc) / NPROC > 0 ? $(nproc) / NPROC : 1 ))"  # cores split over the ranks
 cp build-gpu/bin/segicl "$OUT/segicl-cuda" && strip "$OUT/segicl-cuda" 2> /dev/null
 
-common="--pack $PACK --device cuda --log-every 100"
+echo "distributed backends: $(grep -o 'distributed training .*' "$OUT/build.log" 2> /dev/null || echo 'carried build')"
+common="--pack $PACK --device cuda --log-every 100 --nproc $NPROC"
 if [ -z "$INIT" ]; then
   # Stage 1: measure the step rate on a short probe, then size the run to its share of the budget
   # so the cosine schedule completes.
@@ -52,6 +56,20 @@ $bin train --stage 2 --init "$INIT" $common --val-pack "$VAL" --out runs/gpu-s2 
   --batch-size "$BATCH2" --lr 5e-4 --warmup 200 --val-every 500 --val-episodes 64 \
   --checkpoint-every 1000000 --max-seconds "$seconds"
 echo "stage 2 done at $((SECONDS - t0)) s"
+
+# CPU/GPU agreement: validation Dice of the final weights on each device (lr 0: one step that does
+# not move them). Differences come from fp32 kernels and the devices' noise generators.
+if [ -f runs/gpu-s2/checkpoint.pt ]; then
+  for device in cuda cpu; do
+    $bin train --stage 2 --init runs/gpu-s2/checkpoint.pt --pack "$PACK" --val-pack "$VAL" --device "$device" \
+      --out "/tmp/agree-$device" --steps 1 --lr 0 --val-every 1 --val-episodes 16 --batch-size 1 2>&1 |
+      sed -n 's/.*validation Dice \([0-9.]*\).*/\1/p' > "/tmp/agree-$device.txt"
+  done
+  python3 -c "
+a, b = (float(open(f'/tmp/agree-{d}.txt').read() or 'nan') for d in ('cuda', 'cpu'))
+print(f'agreement: validation Dice cuda {a:.4f} cpu {b:.4f} |diff| {abs(a - b):.4f}', 'OK' if abs(a - b) <= 0.05 else 'MISMATCH')
+" | tee "$OUT/agreement.txt"
+fi
 
 for name in checkpoint best; do
   if [ -f "runs/gpu-s2/$name.pt" ]; then
