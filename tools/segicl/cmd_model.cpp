@@ -11,14 +11,29 @@ namespace segicl::cli {
 namespace {
 
 void print_info(const models::ModelConfig& config, const std::string& name) {
-  std::printf("%-8s R=%lld  T=%lld tokens/query  n=%lld tokens/example  k<=%lld  params %.2f M\n", name.c_str(),
-              static_cast<long long>(config.resolution), static_cast<long long>(config.num_condition_tokens),
-              static_cast<long long>(config.tokens_per_example), static_cast<long long>(config.max_context()),
-              models::count_parameters(config) / 1e6);
+  if (config.is_crossconv()) {
+    std::string widths;
+    for (auto w : config.crossconv_encoder) widths += (widths.empty() ? "" : ",") + std::to_string(w);
+    std::printf("%-8s crossconv R=%lld  grid %lld (patch %lld)  encoder %s  text %s  k<=%lld  params %.2f M\n",
+                name.c_str(), static_cast<long long>(config.resolution),
+                static_cast<long long>(config.resolution / config.crossconv_patch),
+                static_cast<long long>(config.crossconv_patch), widths.c_str(), config.crossconv_text ? "on" : "off",
+                static_cast<long long>(config.max_context()), models::count_parameters(config) / 1e6);
+  } else {
+    std::printf("%-8s R=%lld  T=%lld tokens/query  n=%lld tokens/example  k<=%lld  params %.2f M\n", name.c_str(),
+                static_cast<long long>(config.resolution), static_cast<long long>(config.num_condition_tokens),
+                static_cast<long long>(config.tokens_per_example), static_cast<long long>(config.max_context()),
+                models::count_parameters(config) / 1e6);
+  }
   for (const auto& [part, count] : models::count_parameters_by_part(config))
     std::printf("           %-18s %12.3f M\n", part.c_str(), count / 1e6);
-  for (int k : {0, 1, 3, 8})
-    std::printf("           GFLOPs/query (estimate) k=%d, 4 DDIM steps: %.2f\n", k, models::flops_per_query(config, k, 4) / 1e9);
+  for (int k : {0, 1, 3, 8}) {
+    if (config.is_crossconv())
+      std::printf("           GFLOPs/query (estimate) k=%d: %.2f\n", k, models::flops_per_query(config, k, 0) / 1e9);
+    else
+      std::printf("           GFLOPs/query (estimate) k=%d, 4 DDIM steps: %.2f\n", k,
+                  models::flops_per_query(config, k, 4) / 1e9);
+  }
 }
 
 }  // namespace
@@ -27,7 +42,7 @@ void register_model(CLI::App& app, GlobalOptions& global) {
   auto* cmd = app.add_subcommand("model", "Inspect presets and checkpoints; export for shipping");
   cmd->require_subcommand(1);
   auto* info = cmd->add_subcommand("info", "Parameter counts and FLOPs per query of presets or a checkpoint\n  e.g. segicl model info --preset tiny,cpu,gpu,paper");
-  static std::string presets = "tiny,cpu,gpu,paper", checkpoint;
+  static std::string presets = "tiny,cpu,gpu,paper,universeg,crossconv-cpu", checkpoint;
   info->add_option("--preset", presets, "Comma-separated preset names")->capture_default_str();
   info->add_option("--checkpoint", checkpoint, "A checkpoint to describe instead");
   info->callback([&global] {
