@@ -16,10 +16,10 @@
 #ifdef SEGICL_HAVE_C10D
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_GLOO
+#ifdef SEGICL_HAVE_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef SEGICL_HAVE_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #endif
@@ -121,10 +121,10 @@ bool distributed_available() { return true; }
 
 std::string distributed_backends() {
   std::string out;
-#ifdef USE_C10D_GLOO
+#ifdef SEGICL_HAVE_GLOO
   out += "gloo";
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef SEGICL_HAVE_NCCL
   out += out.empty() ? "nccl" : ",nccl";
 #endif
   return out;
@@ -192,7 +192,7 @@ Communicator::Communicator(const DistributedOptions& options, const torch::Devic
   auto group_store = c10::make_intrusive<c10d::PrefixStore>("pg", impl_->store);
   try {
     if (device.is_cuda()) {
-#ifdef USE_C10D_NCCL
+#ifdef SEGICL_HAVE_NCCL
       auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
       nccl_options->timeout = timeout;
       impl_->backend = "nccl";
@@ -204,7 +204,7 @@ Communicator::Communicator(const DistributedOptions& options, const torch::Devic
                    "build against a CUDA LibTorch (scripts/gpu-build.sh) or pass --device cpu");
 #endif
     } else {
-#ifdef USE_C10D_GLOO
+#ifdef SEGICL_HAVE_GLOO
       auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
       // Loopback jobs bind to 127.0.0.1; multi-host jobs to GLOO_SOCKET_IFNAME (as
       // torch.distributed reads it) or to the address the host name resolves to.
