@@ -3,13 +3,15 @@
 # (or reuse a carried build), train stage 1 then stage 2 from carried packs within a wall-clock
 # budget, and write fp16 checkpoints (split into <= 15 MiB parts), logs and the CUDA binary to $OUT.
 # Carry: runs/train128.pack runs/val128.pack .gpu-deps [build-gpu] [an INIT checkpoint].
-# Env: BUDGET (s, default 540), PRESET (cpu), S1_SHARE (0.4), BATCH1 (64), BATCH2 (48),
+# Env: ARCH (crossconv: one stage from the shipped models/segicl-crossconv.pt, the default; segicl:
+#      the paper architecture's two stages), BUDGET (s, default 540), PRESET (crossconv-cpu / cpu), S1_SHARE (0.4), BATCH1 (64), BATCH2 (48),
 #      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights),
 #      NPROC (GPUs to train on with c10d/NCCL, default: all visible; batches are per GPU).
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 BUDGET=${BUDGET:-540}
-PRESET=${PRESET:-cpu}
+ARCH=${ARCH:-crossconv}
+PRESET=${PRESET:-$([ "$ARCH" = crossconv ] && echo crossconv-cpu || echo cpu)}
 PACK=${PACK:-runs/train128.pack}
 VAL=${VAL:-runs/val128.pack}
 S1_SHARE=${S1_SHARE:-0.4}
@@ -35,6 +37,29 @@ cp build-gpu/bin/segicl "$OUT/segicl-cuda" && strip "$OUT/segicl-cuda" 2> /dev/n
 
 echo "distributed backends: $(grep -o 'distributed training .*' "$OUT/build.log" 2> /dev/null || echo 'carried build')"
 common="--pack $PACK --device cuda --log-every 100 --nproc $NPROC"
+if [ "$ARCH" = crossconv ]; then
+  # One stage: continue the shipped crossconv model's weights (fresh optimizer and schedule) with
+  # GPU-sized batches; the whole budget goes to it.
+  INIT=${INIT:-models/segicl-crossconv.pt}
+  init_flag=""
+  [ -f "$INIT" ] || [ -f "$INIT.00" ] && init_flag="--init $INIT"
+  rate=$($bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe1 --steps 30 --batch-size "$BATCH1" --max-context 8 | rate_of)
+  seconds=$(($(left) - 45))
+  steps=$(python3 -c "print(max(50, int(${rate:-1} * $seconds * 0.9)))")
+  echo "crossconv: ${rate} steps/s -> $steps steps in ~$seconds s"
+  $bin train --stage 1 --preset "$PRESET" $init_flag $common --val-pack "$VAL" --out runs/gpu-cc --steps "$steps" \
+    --batch-size "$BATCH1" --lr 1e-3 --warmup 200 --min-context 0 --max-context 8 --val-every 500 \
+    --val-episodes 64 --checkpoint-every 1000000 --max-seconds "$seconds"
+  for name in checkpoint best; do
+    if [ -f "runs/gpu-cc/$name.pt" ]; then
+      $bin model export "runs/gpu-cc/$name.pt" "/tmp/$name-fp16.pt"
+      bash scripts/split-checkpoint.sh "/tmp/$name-fp16.pt" "$OUT/gpu-cc-$name.pt"
+    fi
+  done
+  tar czf "$OUT/logs.tar.gz" runs/gpu-cc/*.csv runs/gpu-cc/*.jsonl runs/gpu-cc/*.json 2> /dev/null
+  echo "done at $((SECONDS - t0)) s"
+  exit 0
+fi
 if [ -z "$INIT" ]; then
   # Stage 1: measure the step rate on a short probe, then size the run to its share of the budget
   # so the cosine schedule completes.

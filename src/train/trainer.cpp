@@ -321,7 +321,9 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   Json init_meta;
   if (resume) {
     model = models::load_checkpoint(checkpoint_path, device).model;
-  } else if (o.stage == 2) {
+  } else if (o.stage == 2 || !o.init_checkpoint.empty()) {
+    // Stage 2 starts from stage 1; a stage-1 run may also continue from any checkpoint's weights
+    // (e.g. fine-tuning the shipped crossconv model on a GPU with a fresh optimizer and schedule).
     if (o.init_checkpoint.empty())
       SEGICL_THROW(UsageError, "stage 2 starts from a stage-1 checkpoint", "", "pass --init runs/<stage1>/checkpoint.pt");
     auto loaded = models::load_checkpoint(o.init_checkpoint, device);

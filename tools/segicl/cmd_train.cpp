@@ -35,7 +35,7 @@ void register_train(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--preset", o.preset,
                   "Model preset (configs/model/NAME.json) or JSON path; stage 1")
       ->capture_default_str();
-  cmd->add_option("--init", o.init_checkpoint, "Stage 2: the stage-1 checkpoint to start from");
+  cmd->add_option("--init", o.init_checkpoint, "Weights to start from (stage 2: the stage-1 checkpoint; stage 1: e.g. the shipped model to fine-tune)");
   cmd->add_option("--pack", o.pack, "Training pack (segicl pack --purpose train)")->required();
   cmd->add_option("--val-pack", o.val_pack, "Validation pack (segicl pack --purpose val)");
   cmd->add_option("-o,--out", out, "Run folder")->required();
