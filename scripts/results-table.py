@@ -1,52 +1,85 @@
 #!/usr/bin/python3
 """One Markdown table from several `segicl eval` reports of the same dataset.
 
-Rows: method x number of examples (in the order the reports are given); columns: tasks (in
---columns order, default sorted) and the mean over tasks; cells: Dice % mean ± std over draws.
-A footer line per report states its cases, draws and run time, so every number is traceable.
+Rows: method x number of examples (in the order the reports are given; a (method, x) row already
+taken from an earlier report wins); columns: tasks (in --columns order, default sorted) and the
+mean over tasks; cells: Dice % mean ± std over draws, summarised from the per-case rows exactly as
+`segicl eval` does (mean over cases per draw, then mean and sample std over draws; the task mean
+is taken per draw first).
 
-usage: scripts/results-table.py [--columns liver,spleen,...] REPORT_DIR [REPORT_DIR ...]
+--same-cases-as REPORT restricts every report to the (case, draw) pairs that REPORT evaluated, so
+a cheaper run (fewer cases or draws) is compared on identical queries and example draws (the draws
+are a pure function of seed, task, x, draw and case). A footer line per report states its cases,
+draws and run time, so every number is traceable to a run.
+
+usage: scripts/results-table.py [--columns liver,spleen] [--same-cases-as DIR] REPORT_DIR [...]
 """
 import argparse
 import json
 import os
+import statistics
+
+
+def load(folder):
+    with open(os.path.join(folder, "metrics.json")) as f:
+        return json.load(f)
+
+
+def summarize(rows):
+    """{(method, x): {task or 'mean': (mean, std, cases)}} from per-case rows."""
+    groups = {}
+    for r in rows:
+        key = (r["method"], r["num_examples"])
+        groups.setdefault(key, {}).setdefault(r["task"].split("/")[-1], {}).setdefault(r["draw"], []).append(r["dice"])
+    out = {}
+    for key, tasks in groups.items():
+        cells, per_draw = {}, {}
+        for task, draws in tasks.items():
+            means = [statistics.mean(draws[d]) for d in sorted(draws)]
+            std = statistics.stdev(means) if len(means) > 1 else 0.0
+            cells[task] = (statistics.mean(means), std, len(next(iter(draws.values()))))
+            for d in draws:
+                per_draw.setdefault(d, []).append(statistics.mean(draws[d]))
+        task_means = [statistics.mean(v) for _, v in sorted(per_draw.items())]
+        cells["mean"] = (statistics.mean(task_means), statistics.stdev(task_means) if len(task_means) > 1 else 0.0, None)
+        out[key] = cells
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+")
     parser.add_argument("--columns", default="", help="comma-separated task structures, in order")
+    parser.add_argument("--same-cases-as", default="", help="restrict to this report's (case, draw) pairs")
     args = parser.parse_args()
 
-    rows, cells, tasks, footers = [], {}, set(), []
+    allowed = None
+    if args.same_cases_as:
+        allowed = {(r["case"], r["draw"]) for r in load(args.same_cases_as)["rows"]}
+
+    order, cells, tasks, footers = [], {}, set(), []
     for folder in args.reports:
-        with open(os.path.join(folder, "metrics.json")) as f:
-            metrics = json.load(f)
-        summary, options = metrics["summary"], metrics["options"]
-        earlier = set(rows)  # (method, x) rows already taken from an earlier report win
-        for row in summary["per_task"]:
-            task = row["task"].split("/")[-1]
-            key = (row["method"], row["num_examples"])
-            if key in earlier:
+        metrics = load(folder)
+        rows = [r for r in metrics["rows"] if allowed is None or (r["case"], r["draw"]) in allowed]
+        summary = summarize(rows)
+        for key in sorted(summary, key=lambda k: (k[0], k[1])):
+            if key in cells:
                 continue
-            if key not in rows:
-                rows.append(key)
-            tasks.add(task)
-            cells.setdefault(key, {})[task] = (row["dice_mean"], row["dice_std_over_draws"], row["cases"])
-        for row in summary["mean_over_tasks"]:
-            key = (row["method"], row["num_examples"])
-            if key in earlier:
-                continue
-            cells.setdefault(key, {})["mean"] = (row["dice_mean"], row["dice_std_over_draws"], None)
+            order.append(key)
+            cells[key] = summary[key]
+            tasks.update(t for t in summary[key] if t != "mean")
+        options = metrics["options"]
         model = options.get("model", {}).get("path", "-")
-        footers.append(f"`{folder}`: model {model}, {options.get('queries')} query cases, "
-                       f"{options.get('draws')} draws, x = {options.get('num_examples')}, "
-                       f"{int(metrics.get('seconds', 0))} s")
+        cases = len({r["case"] for r in rows})
+        draws = len({r["draw"] for r in rows})
+        footers.append(f"`{folder}`: model {model}, {cases} query cases, {draws} draws"
+                       f"{' (restricted)' if allowed is not None else ''}, x = {options.get('num_examples')}, "
+                       f"run {int(metrics.get('seconds', 0))} s")
 
     columns = [c for c in args.columns.split(",") if c] or sorted(tasks)
     print("| method | x | " + " | ".join(columns) + " | mean |")
     print("|---|---|" + "---|" * (len(columns) + 1))
-    for key in rows:
+    for key in order:
         line = f"| {key[0]} | {key[1]} |"
         for column in columns + ["mean"]:
             value = cells[key].get(column)
