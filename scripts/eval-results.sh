@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Reproduces every number in reports/RESULTS.md from the shipped checkpoints (models/) and the
+# corpus (../shared/data or $SEGICL_DATA). Each block is one `segicl eval` run writing its own
+# report folder (metrics.json with every per-case row, report.md); RESULTS.md's tables come from
+# scripts/results-table.py over those folders and its figures from scripts/plot-results.py.
+# Cost on the 2-core machine (two runs side by side, 1 thread each): ~40 min for CHAOS.
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|all]
+set -euo pipefail
+build=${1:-build}
+what=${2:-all}
+bin="$build/bin/segicl --threads 1"
+ours=models/segicl-crossconv.pt
+# Runs its arguments in the background; `finish` waits for all of them and fails if any failed.
+pids=()
+spawn() { "$@" > /dev/null & pids+=($!); }
+finish() { for p in "${pids[@]}"; do wait "$p"; done; pids=(); }
+universeg=models/universeg-baseline.pt
+
+if [[ $what == chaos || $what == all ]]; then
+  # Table 1: CHAOS MR T2 (OOD: never trained on), all 20 patients, 5 draws, ours + atlas prior.
+  spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0,1,3,5 --draws 5 \
+    -o reports/chaos_crossconv
+  # The UniverSeg-architecture baseline costs ~4x more per slice: first 10 patients, 2 draws (the
+  # same queries and example draws as ours; compare with results-table.py --same-cases-as).
+  spawn $bin eval --model $universeg --label universeg --methods segicl --dataset chaos_mr_t2 --examples 1,3,5 \
+    --draws 2 --cases 10 -o reports/chaos_universeg
+  finish
+fi
+if [[ $what == btcv || $what == all ]]; then
+  # Fig. 8: BTCV CT test patients (in-distribution: other BTCV patients were trained on).
+  $bin eval --model $ours --label segicl-crossconv --dataset btcv_ct \
+    --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 2 --cases 3 \
+    -o reports/btcv_crossconv > /dev/null
+fi
+if [[ $what == medscribble || $what == all ]]; then
+  # Fig. 5 style / broad few-shot suite: MedScribble (eval role, never trained on), 2D tasks of
+  # 4-5 images each, so x <= 3 (the support pool excludes the query).
+  spawn $bin eval --model $ours --label segicl-crossconv --dataset medscribble --examples 1,3 --draws 3 \
+    -o reports/medscribble_crossconv
+  spawn $bin eval --model $universeg --label universeg --methods segicl --dataset medscribble --examples 1,3 \
+    --draws 3 -o reports/medscribble_universeg
+  finish
+fi
