@@ -9,6 +9,7 @@
 #include "segicl/core/atomic_file.h"
 #include "segicl/core/error.h"
 #include "segicl/core/log.h"
+#include "segicl/core/zip_check.h"
 
 namespace segicl::models {
 namespace {
@@ -20,6 +21,8 @@ const char* kHint = "pass a checkpoint written by `segicl train` (or retrain)";
 torch::serialize::InputArchive open_archive(const std::string& path) {
   torch::serialize::InputArchive archive;
   if (std::filesystem::exists(path)) {
+    // LibTorch does not check the zip CRCs: without this a flipped bit in a weight loads silently.
+    verify_zip_crcs(read_file(path), path);
     try {
       archive.load_from(path);
     } catch (const c10::Error& e) {
@@ -35,6 +38,7 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
     if (!std::filesystem::exists(path + suffix)) break;
     bytes += read_file(path + suffix);
   }
+  verify_zip_crcs(bytes, path + ".00");
   std::istringstream stream(bytes);
   try {
     archive.load_from(stream);

@@ -1,0 +1,116 @@
+// Zip CRC-32 verification for checkpoints (see zip_check.h); follows PKWARE's APPNOTE 6.3.
+#include "segicl/core/zip_check.h"
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+
+#include "segicl/core/error.h"
+
+namespace segicl {
+namespace {
+
+constexpr const char* kHint = "the file is truncated or corrupt; copy it again or retrain";
+
+// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the one zip uses.
+uint32_t crc32(std::string_view data) {
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char byte : data) crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFu;
+}
+
+// Little-endian reads with bounds checks: a truncated directory is a FormatError, not UB.
+class Reader {
+ public:
+  Reader(std::string_view bytes, const std::string& path) : bytes_(bytes), path_(path) {}
+  template <typename T>
+  T at(uint64_t offset) const {
+    if (offset > bytes_.size() || bytes_.size() - offset < sizeof(T))
+      SEGICL_THROW(FormatError, "zip directory points past the end of the file", path_, kHint);
+    T value = 0;
+    for (size_t i = 0; i < sizeof(T); ++i)
+      value |= static_cast<T>(static_cast<unsigned char>(bytes_[offset + i])) << (8 * i);
+    return value;
+  }
+  std::string_view slice(uint64_t offset, uint64_t size) const {
+    if (offset > bytes_.size() || bytes_.size() - offset < size)
+      SEGICL_THROW(FormatError, "zip entry runs past the end of the file", path_, kHint);
+    return bytes_.substr(offset, size);
+  }
+
+ private:
+  std::string_view bytes_;
+  const std::string& path_;
+};
+
+}  // namespace
+
+void verify_zip_crcs(std::string_view bytes, const std::string& path) {
+  const Reader r(bytes, path);
+  // End of central directory: 22 bytes plus a comment of at most 65535, at the end of the file.
+  constexpr uint32_t kEnd = 0x06054b50, kEnd64 = 0x06064b50, kLocator64 = 0x07064b50;
+  constexpr uint32_t kCentral = 0x02014b50, kLocal = 0x04034b50;
+  if (bytes.size() < 22) SEGICL_THROW(FormatError, "file too short for a zip archive", path, kHint);
+  uint64_t end = bytes.size() - 22;
+  const uint64_t lowest = bytes.size() > 22 + 65535 ? bytes.size() - 22 - 65535 : 0;
+  while (r.at<uint32_t>(end) != kEnd) {
+    if (end == lowest)
+      SEGICL_THROW(FormatError, "no zip end record (truncated file?)", path, kHint);
+    --end;
+  }
+  uint64_t entries = r.at<uint16_t>(end + 10);
+  uint64_t directory = r.at<uint32_t>(end + 16);
+  if (entries == 0xFFFF || directory == 0xFFFFFFFF) {
+    if (end < 20 || r.at<uint32_t>(end - 20) != kLocator64)
+      SEGICL_THROW(FormatError, "zip64 end locator missing", path, kHint);
+    const uint64_t end64 = r.at<uint64_t>(end - 20 + 8);
+    if (r.at<uint32_t>(end64) != kEnd64)
+      SEGICL_THROW(FormatError, "zip64 end record missing", path, kHint);
+    entries = r.at<uint64_t>(end64 + 32);
+    directory = r.at<uint64_t>(end64 + 48);
+  }
+  uint64_t at = directory;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (r.at<uint32_t>(at) != kCentral)
+      SEGICL_THROW(FormatError, "zip central directory is damaged", path, kHint);
+    const uint16_t method = r.at<uint16_t>(at + 10);
+    const uint32_t crc = r.at<uint32_t>(at + 16);
+    uint64_t compressed = r.at<uint32_t>(at + 20);
+    uint64_t uncompressed = r.at<uint32_t>(at + 24);
+    const uint16_t name_size = r.at<uint16_t>(at + 28), extra_size = r.at<uint16_t>(at + 30),
+                   comment_size = r.at<uint16_t>(at + 32);
+    uint64_t local = r.at<uint32_t>(at + 42);
+    const std::string name(r.slice(at + 46, name_size));
+    // Zip64 extra field (id 1): the 64-bit values of exactly the fields saturated above, in order.
+    for (uint64_t x = at + 46 + name_size; x + 4 <= at + 46 + name_size + extra_size;) {
+      const uint16_t id = r.at<uint16_t>(x), size = r.at<uint16_t>(x + 2);
+      if (id == 1) {
+        uint64_t field = x + 4;
+        for (uint64_t* value : {&uncompressed, &compressed, &local})
+          if (*value == 0xFFFFFFFF) {
+            *value = r.at<uint64_t>(field);
+            field += 8;
+          }
+      }
+      x += 4 + size;
+    }
+    if (r.at<uint32_t>(local) != kLocal)
+      SEGICL_THROW(FormatError, "zip entry '" + name + "' has no local header", path, kHint);
+    const uint64_t data = local + 30 + r.at<uint16_t>(local + 26) + r.at<uint16_t>(local + 28);
+    if (method == 0 && crc32(r.slice(data, compressed)) != crc)
+      SEGICL_THROW(FormatError, "zip entry '" + name + "' fails its CRC-32 check (corrupt file)",
+                   path, kHint);
+    at += 46 + name_size + extra_size + comment_size;
+  }
+}
+
+}  // namespace segicl
