@@ -1,6 +1,7 @@
 #include "segicl/core/atomic_file.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -48,6 +49,22 @@ TEST_F(AtomicFile, MissingFileIsIoErrorNamingIt) {
   } catch (const IoError& e) {
     EXPECT_NE(e.file().find("nope"), std::string::npos);
   }
+}
+
+// A writer killed mid-write leaves its temp; the next publish of the same target removes it, but
+// not a temp of a live process (which may be writing right now) nor other files.
+TEST_F(AtomicFile, TempOfADeadWriterIsRemovedByTheNextPublish) {
+  const auto path = (dir_ / "checkpoint.pt").string();
+  // pid_max is at most 2^22 on Linux, so this pid belongs to no process.
+  const auto dead = dir_ / ".checkpoint.tmp999999999.pt";
+  const auto live = dir_ / (".checkpoint.tmp" + std::to_string(::getppid()) + ".pt");
+  const auto other = dir_ / ".other.tmp999999999.pt";
+  for (const auto& p : {dead, live, other}) write_file_atomic(p.string(), "partial");
+  write_file_atomic(path, "whole");
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_EQ(read_file(path), "whole");
 }
 
 }  // namespace segicl
