@@ -510,7 +510,8 @@ struct Server::Impl {
         (this->*handler)(req, res);
       } catch (const std::exception& e) {
         const ErrorReply reply = error_reply(e);
-        if (reply.status >= 500)
+        // A 503 from the full queue is backpressure working, not a server fault.
+        if (reply.status >= 500 && reply.status != 503)
           log::get("serve")->error("{} {}: {}", req.method, req.path, e.what());
         send_error(res, reply);
       } catch (...) {
@@ -531,8 +532,29 @@ struct Server::Impl {
     };
     http.set_payload_max_length(static_cast<size_t>(options.max_upload_mb) * 1024 * 1024);
     http.set_read_timeout(60);
+    // One request per connection. Every connection holds one of the few pool threads while it
+    // lives, so idle keep-alive connections starved the others under load; and a refusal made
+    // before the body is read (413, 401) must end the connection, or the unread body would be
+    // parsed as the next request. Loopback reconnects cost far less than a segmentation.
+    http.set_keep_alive_max_count(1);
 
+    // Runs after the headers, before httplib reads the body. The refusals below leave the body
+    // unread; one request per connection (above) keeps it from being parsed as a next request.
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // httplib reads and discards an oversized body before its 413, so a client announcing 1 GB
+      // held a thread for as long as it cared to send. Far over the limit (> 2x) we answer from
+      // the Content-Length and close; a client still sending then sees a broken pipe, a price
+      // only for such uploads: one a little over the limit is drained and gets a clean 413.
+      const uint64_t limit = static_cast<uint64_t>(options.max_upload_mb) * 1024 * 1024;
+      if (req.get_header_value<uint64_t>("Content-Length") > 2 * limit) {
+        send_error(res,
+                   {413,
+                    "request body is larger than the upload limit (" +
+                        std::to_string(options.max_upload_mb) + " MiB)",
+                    "", "send smaller files, or start the server with a larger --max-upload-mb",
+                    "RequestError"});
+        return httplib::Server::HandlerResponse::Handled;
+      }
       const bool api = req.path.rfind("/v1/", 0) == 0;
       if (!api || req.path == "/v1/health" || authorized(req))
         return httplib::Server::HandlerResponse::Unhandled;

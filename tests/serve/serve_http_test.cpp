@@ -2,8 +2,12 @@
 // loopback port with a random-weight tiny checkpoint, then drives the HTTP API with cpp-httplib's
 // client: health, model, 3D NIfTI and 2D PNG segmentations, and each bad input the product issue
 // lists, checking every refusal is a JSON 4xx and that the server keeps serving afterwards.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -65,6 +69,33 @@ std::string four_d_nifti() {
   put(108, 352.0f);  // vox_offset
   std::memcpy(&header[344], "n+1\0", 4);
   return header + std::string(4 * 4 * 4 * 3 * 2, '\0');
+}
+
+// Sends `request` over a fresh loopback socket and reads until the server closes the connection
+// (or `timeout` passes); returns what came back. For requests httplib's client cannot send.
+std::string raw_exchange(int port, const std::string& request, std::chrono::seconds timeout) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{static_cast<time_t>(timeout.count()), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string reply;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size())) {
+    char buffer[4096];
+    for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0;) reply.append(buffer, n);
+  }
+  ::close(fd);
+  return reply;
+}
+
+int count_of(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
 }
 
 // A refusal: the status, a JSON body with error/field/hint, and the field at fault.
@@ -323,6 +354,41 @@ TEST_F(ServeHttp, MalformedMultipartIs400) {
   expect_error(c.Post("/v1/segment", "{\"image\": 1}", "application/json"), 400, "");
   expect_error(segment({part("image", "query.png"), {"steps", "0", "", ""}}), 400, "steps");
   expect_error(segment({part("image", "query.nii.gz"), {"format", "png", "", ""}}), 400, "format");
+  expect_still_serving();
+}
+
+// Regression (issue 8 load test): httplib read and discarded an oversized body before answering,
+// so a client announcing 1 GB and sending a trickle held a server thread until the read timeout.
+TEST_F(ServeHttp, AnnouncedOversizedBodyIs413AtOnceWithoutReadingIt) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string reply = raw_exchange(
+      port_,
+      "POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kToken) +
+          "\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: "
+          "1073741824\r\n\r\n" +
+          std::string(4096, 'x'),
+      std::chrono::seconds(20));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(reply.rfind("HTTP/1.1 413", 0), 0u) << reply;
+  EXPECT_NE(reply.find("\"error\":\"request body is larger"), std::string::npos) << reply;
+  EXPECT_LT(seconds, 5.0) << "the server waited for the announced body";
+  expect_still_serving();
+}
+
+// Regression (issue 8 load test): a refusal made before the body is read (here 401) kept the
+// connection open, so the unread body was parsed as a next request; now one request per connection.
+TEST_F(ServeHttp, BodyOfARefusedRequestIsNeverParsedAsANextRequest) {
+  const std::string smuggled = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string reply =
+      raw_exchange(port_,
+                   "POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                   "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: " +
+                       std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled,
+                   std::chrono::seconds(20));
+  EXPECT_EQ(reply.rfind("HTTP/1.1 401", 0), 0u) << reply;
+  EXPECT_EQ(count_of(reply, "HTTP/1.1 "), 1) << reply;
+  EXPECT_NE(reply.find("Connection: close"), std::string::npos) << reply;
   expect_still_serving();
 }
 
