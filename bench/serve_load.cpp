@@ -144,7 +144,8 @@ std::string raw_exchange(int port, const std::vector<std::string>& parts,
       if (i + 1 < parts.size()) std::this_thread::sleep_for(gap);
     }
     char buffer[4096];
-    if (!hang_up)
+    // A run that is stopping hangs up instead of waiting for the reply to an unfinished body.
+    if (!hang_up && !(stop && *stop))
       for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0;) reply.append(buffer, n);
   }
   ::close(fd);
