@@ -140,7 +140,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
             torch::Tensor planes;  // [N, R, R] probabilities
             if (method == "segicl") {
               // The UniverSeg architecture has no k = 0 mode: no row rather than a failure.
-              if (x == 0 && model->config().is_crossconv() && !model->config().crossconv_text) continue;
+              if (x == 0 && model->config().needs_examples()) continue;
               auto context = model->encode_context(images, masks, instruction);
               std::vector<torch::Tensor> outputs;
               for (int64_t begin = 0; begin < n; begin += o.batch_slices) {

@@ -1,6 +1,7 @@
 // Shared building blocks (see layers.h).
 #include "segicl/models/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -119,6 +120,18 @@ void check_shape(const torch::Tensor &t, const std::vector<int64_t> &sizes, cons
                std::string("argument '") + name + "': expected shape " + expected.str() + ", got " +
                    actual.str(),
                "", "check the tensor layout documented in the header");
+}
+
+torch::Tensor padded_ids(const std::vector<std::vector<int64_t>> &rows, int64_t pad,
+                         const torch::Device &device) {
+  size_t len = 0;
+  for (const auto &row : rows) len = std::max(len, row.size());
+  auto ids = torch::full({static_cast<int64_t>(rows.size()), static_cast<int64_t>(len)}, pad,
+                         torch::kLong);
+  auto acc = ids.accessor<int64_t, 2>();
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t j = 0; j < rows[i].size(); ++j) acc[i][j] = rows[i][j];
+  return ids.to(device);
 }
 
 }  // namespace segicl::models

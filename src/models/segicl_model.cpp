@@ -55,17 +55,8 @@ torch::Device SegICLModelImpl::device() const { return parameters().front().devi
 torch::Tensor SegICLModelImpl::tokenize(const std::vector<std::string> &instructions,
                                         const torch::Device &device) const {
   std::vector<std::vector<int64_t>> rows;
-  size_t len = 0;
-  for (const auto &text : instructions) {
-    rows.push_back(tokenizer_.encode(text));
-    len = std::max(len, rows.back().size());
-  }
-  auto ids = torch::full({static_cast<int64_t>(rows.size()), static_cast<int64_t>(len)},
-                         Tokenizer::kPad, torch::kLong);
-  auto acc = ids.accessor<int64_t, 2>();
-  for (size_t i = 0; i < rows.size(); ++i)
-    for (size_t j = 0; j < rows[i].size(); ++j) acc[i][j] = rows[i][j];
-  return ids.to(device);
+  for (const auto &text : instructions) rows.push_back(tokenizer_.encode(text));
+  return padded_ids(rows, Tokenizer::kPad, device);
 }
 
 Stage1Losses SegICLModelImpl::stage1_loss(const torch::Tensor &masks, const torch::Tensor &images,
@@ -290,9 +281,8 @@ ContextEncoding SegICLModelImpl::encode_context(const torch::Tensor &context_ima
       out.context_images = context_images.to(dev).unsqueeze(0);
       out.context_masks = context_masks.to(dev).unsqueeze(0);
       out.num_context = context_images.size(0);
-    } else if (!config_.crossconv_text) {
-      SEGICL_THROW(UsageError, "this model (UniverSeg architecture without text) needs at least one example", "",
-                   "pass --example IMAGE LABEL, or use a model trained with text conditioning");
+    } else {
+      crossconv->require_example(false);  // fail here, before any query slice is prepared
     }
     out.word_ids = crossconv->word_ids({instruction}, dev);
     return out;

@@ -364,7 +364,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   const bool crossconv = model->config().is_crossconv();
   if (o.stage == 1 && !crossconv) o.episodes.min_context = o.episodes.max_context = 0;  // masks only
   // Without text conditioning the UniverSeg architecture has nothing to go on at K = 0.
-  if (crossconv && !model->config().crossconv_text) o.episodes.min_context = std::max(1, o.episodes.min_context);
+  if (model->config().needs_examples()) o.episodes.min_context = std::max(1, o.episodes.min_context);
   o.episodes.max_context = std::min<int>(o.episodes.max_context, static_cast<int>(model->config().max_context()));
   if (o.episode_sharding != "global" && o.episode_sharding != "rank")
     SEGICL_THROW(UsageError, "unknown episode sharding '" + o.episode_sharding + "'", "", "use global or rank");

@@ -102,6 +102,9 @@ struct ModelConfig {
   int64_t text_dim = 64;               // width of the text embedding
   int64_t crossconv_max_context = 16;  // most support pairs per query
   bool is_crossconv() const { return architecture == "crossconv"; }
+  // True when the model cannot run without an example (crossconv without text: UniverSeg as
+  // published); every k = 0 decision (training range, eval rows, inference errors) asks this.
+  bool needs_examples() const { return is_crossconv() && !crossconv_text; }
   // Derived sizes.
   int64_t token_grid() const;    // g = sqrt(T)
   int64_t patch_size() const;    // R / g

@@ -50,6 +50,8 @@ class CrossConvNetImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& support_images,
                         const torch::Tensor& support_masks, const torch::Tensor& valid,
                         const torch::Tensor& word_ids);
+  // UsageError (with the fix as hint) when the model needs an example and `has_example` is false.
+  void require_example(bool has_example) const;
   // Word ids [B, L] of B instructions on `device` (see hash_words).
   torch::Tensor word_ids(const std::vector<std::string>& instructions, const torch::Device& device) const;
 

@@ -78,4 +78,7 @@ int64_t norm_groups(int64_t channels);
 // naming `name`.
 void check_shape(const torch::Tensor &t, const std::vector<int64_t> &sizes, const char *name);
 
+// Rows of token ids as one [rows, longest] int64 tensor on `device`, right-padded with `pad`.
+torch::Tensor padded_ids(const std::vector<std::vector<int64_t>> &rows, int64_t pad, const torch::Device &device);
+
 }  // namespace segicl::models
