@@ -164,13 +164,19 @@ struct EncodedFile {
   std::string filename, media_type, format, bytes;
 };
 
-EncodedFile encode_labels(const io::LabelMap& mask, MaskFormat format, const fs::path& dir,
-                          const std::string& stem) {
+// Name, format and media type of a file in `format`; the caller writes it and fills `bytes`.
+EncodedFile describe_file(MaskFormat format, const std::string& stem) {
   EncodedFile f;
   const bool png = format == MaskFormat::kPng;
   f.format = png ? "png" : "nifti";
   f.media_type = png ? "image/png" : "application/gzip";
   f.filename = stem + (png ? ".png" : ".nii.gz");
+  return f;
+}
+
+EncodedFile encode_labels(const io::LabelMap& mask, MaskFormat format, const fs::path& dir,
+                          const std::string& stem) {
+  EncodedFile f = describe_file(format, stem);
   const auto path = (dir / f.filename).string();
   io::write_labels(mask, path);
   f.bytes = read_file(path);
@@ -180,12 +186,8 @@ EncodedFile encode_labels(const io::LabelMap& mask, MaskFormat format, const fs:
 // Float maps: NIfTI keeps the values; PNG stores round(255 * clamp(v, 0, 1)) (as `segicl segment`).
 EncodedFile encode_map(io::Volume map, MaskFormat format, const fs::path& dir,
                        const std::string& stem) {
-  EncodedFile f;
-  const bool png = format == MaskFormat::kPng;
-  f.format = png ? "png" : "nifti";
-  f.media_type = png ? "image/png" : "application/gzip";
-  f.filename = stem + (png ? ".png" : ".nii.gz");
-  if (png)
+  EncodedFile f = describe_file(format, stem);
+  if (format == MaskFormat::kPng)
     for (auto& v : map.voxels) v = std::round(std::clamp(v, 0.0f, 1.0f) * 255.0f);
   const auto path = (dir / f.filename).string();
   io::write_image(map, path);

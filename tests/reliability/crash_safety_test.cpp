@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -295,6 +296,45 @@ fs::path sample_corpus(const fs::path& root, int copies) {
   return root / "corpus";
 }
 
+// Times one uninterrupted run of `args` (it must succeed), then runs it `runs` more times, each
+// SIGKILLed at a random moment clustered at the end of the run, where the output is written. After
+// every kill, `check_output` inspects the final file when one exists (never a partial one).
+struct KillCounts {
+  int full_ms = 0, kills = 0, complete = 0, in_write = 0;
+};
+
+KillCounts kill_near_the_end(const std::vector<std::string>& args, const fs::path& log,
+                             const fs::path& dir, const fs::path& out, uint64_t seed,
+                             const std::function<void()>& after_full_run,
+                             const std::function<void()>& check_output) {
+  KillCounts counts;
+  const auto start = std::chrono::steady_clock::now();
+  if (run_to_end(args, log) != 0) {
+    ADD_FAILURE() << "the uninterrupted run failed:\n" << tail_of(log);
+    return counts;
+  }
+  counts.full_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - start)
+                                        .count());
+  after_full_run();
+  if (::testing::Test::HasFatalFailure()) return counts;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> delay_ms(counts.full_ms * 4 / 5, counts.full_ms + 30);
+  for (int i = 0; i < 6; ++i) {
+    fs::remove(out);
+    Child child = spawn(args, log);
+    EXPECT_GT(child.pid, 0);
+    if (child.pid <= 0) break;
+    const pid_t pid = child.pid;
+    counts.kills += kill_after(child, std::chrono::milliseconds(delay_ms(rng))) ? 1 : 0;
+    counts.in_write += temp_of(dir, pid) ? 1 : 0;
+    if (!fs::exists(out)) continue;
+    ++counts.complete;
+    check_output();
+  }
+  return counts;
+}
+
 TEST_F(CrashSafety, PackKilledWhileWritingLeavesNoFileOrAWholePack) {
   const fs::path corpus = sample_corpus(dir_, 4);
   const fs::path out = dir_ / "eval.pack";
@@ -303,27 +343,15 @@ TEST_F(CrashSafety, PackKilledWhileWritingLeavesNoFileOrAWholePack) {
                                       "-o",     out.string(),    "--force"};
   // Time one whole run, then kill at random points spread over it (the last ones land in the
   // write itself).
-  const auto start = std::chrono::steady_clock::now();
-  ASSERT_EQ(run_to_end(args, log), 0) << tail_of(log);
-  const int full_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           std::chrono::steady_clock::now() - start)
-                                           .count());
-  ASSERT_NO_THROW(data::Pack::open(out.string()));
-  std::mt19937_64 rng(seed_from_environment());
-  // Delays cluster at the end of the run, where the write is.
-  std::uniform_int_distribution<int> delay_ms(full_ms * 4 / 5, full_ms + 30);
-  int kills = 0, complete = 0, in_write = 0;
-  for (int i = 0; i < 6; ++i) {
-    fs::remove(out);
-    Child child = spawn(args, log);
-    ASSERT_GT(child.pid, 0);
-    const pid_t pid = child.pid;
-    kills += kill_after(child, std::chrono::milliseconds(delay_ms(rng))) ? 1 : 0;
-    in_write += temp_of(dir_, pid) ? 1 : 0;
-    if (!fs::exists(out)) continue;
-    ++complete;
-    EXPECT_NO_THROW(data::Pack::open(out.string())) << "a half-written pack under the final name";
-  }
+  const auto counts = kill_near_the_end(
+      args, log, dir_, out, seed_from_environment(),
+      [&] { ASSERT_NO_THROW(data::Pack::open(out.string())); },
+      [&] {
+        EXPECT_NO_THROW(data::Pack::open(out.string()))
+            << "a half-written pack under the final name";
+      });
+  const int kills = counts.kills, full_ms = counts.full_ms, in_write = counts.in_write,
+            complete = counts.complete;
   std::printf(
       "crash-safety pack: %d kills over a %d ms run (%d inside the write), %d left a complete "
       "pack, none a partial one\n",
@@ -349,31 +377,19 @@ TEST_F(CrashSafety, SegmentKilledWhileWritingLeavesNoMaskOrAWholeMask) {
                                       (samples / "images" / "chaos_mr_t2_p01.nii.gz").string(),
                                       (samples / "labels" / "chaos_mr_t2_p01.nii.gz").string(),
                                       "--force"};
-  const auto start = std::chrono::steady_clock::now();
-  ASSERT_EQ(run_to_end(args, log), 0) << tail_of(log);
-  const int full_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           std::chrono::steady_clock::now() - start)
-                                           .count());
-  const auto reference = io::read_labels(out.string());
-  std::mt19937_64 rng(seed_from_environment() + 1);
-  // Delays cluster at the end of the run, where the write is.
-  std::uniform_int_distribution<int> delay_ms(full_ms * 4 / 5, full_ms + 30);
-  int kills = 0, complete = 0, in_write = 0;
-  for (int i = 0; i < 6; ++i) {
-    fs::remove(out);
-    Child child = spawn(args, log);
-    ASSERT_GT(child.pid, 0);
-    const pid_t pid = child.pid;
-    kills += kill_after(child, std::chrono::milliseconds(delay_ms(rng))) ? 1 : 0;
-    in_write += temp_of(dir_, pid) ? 1 : 0;
-    if (!fs::exists(out)) continue;
-    ++complete;
-    try {
-      EXPECT_EQ(io::read_labels(out.string()).labels, reference.labels);
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "a half-written mask under the final name: " << e.what();
-    }
-  }
+  io::LabelMap reference;
+  const auto counts = kill_near_the_end(
+      args, log, dir_, out, seed_from_environment() + 1,
+      [&] { reference = io::read_labels(out.string()); },
+      [&] {
+        try {
+          EXPECT_EQ(io::read_labels(out.string()).labels, reference.labels);
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << "a half-written mask under the final name: " << e.what();
+        }
+      });
+  const int kills = counts.kills, full_ms = counts.full_ms, in_write = counts.in_write,
+            complete = counts.complete;
   std::printf(
       "crash-safety segment: %d kills over a %d ms run (%d inside the write), %d left a complete "
       "mask, none a partial one\n",
