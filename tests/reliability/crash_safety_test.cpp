@@ -118,6 +118,8 @@ int count_temp_files(const fs::path& dir) {
 // True if `dir` holds a temp file of process `pid`: that writer was killed inside a write.
 bool temp_of(const fs::path& dir, pid_t pid) {
   const std::string mark = ".tmp" + std::to_string(pid);
+  // A writer killed before it created its folder (e.g. train's run folder) left no temp file.
+  if (!fs::is_directory(dir)) return false;
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     const size_t at = name.find(mark);
