@@ -11,9 +11,20 @@
 #include <itkImageIOBase.h>
 #include <itkImageIOFactory.h>
 #include <itkImageSeriesReader.h>
+#include <itkBMPImageIO.h>
+#include <itkJPEGImageIO.h>
+#include <itkMetaImageIO.h>
+#include <itkNiftiImageIO.h>
+#include <itkNrrdImageIO.h>
+#include <itkPNGImageIO.h>
+#include <itkTIFFImageIO.h>
 #include <itkRGBPixel.h>
 #include <itkVectorImage.h>
+#include <jpeglib.h>
+#include <png.h>
 #include <zlib.h>
+
+#include <csetjmp>
 
 #include <algorithm>
 #include <cctype>
@@ -22,6 +33,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -39,6 +51,20 @@ constexpr const char* kReadExtensions =
 // Only formats whose extension survives publish_atomic's temp name and that fit in one file.
 constexpr const char* kWriteExtensions = ".nii.gz .nii .mha .nrrd .png";
 constexpr const char* kCorruptHint = "the file is truncated or corrupt; re-export it";
+// Largest data block a header may claim (1 TiB): beyond any real image, and small enough that
+// sizes derived from it cannot overflow int64.
+constexpr int64_t kMaxDataBytes = int64_t{1} << 40;
+// Most bytes of image data a stored byte can hold: deflate expands at most 1032-fold and TIFF's
+// LZW about 2730-fold, so a file claiming more than this per byte is corrupt. Checked before
+// anything is allocated or decoded: a 4 KB file could otherwise claim (and get) gigabytes.
+constexpr uint64_t kMaxInflation = 4096;
+
+// True when a header's `claimed` data bytes cannot come from the file at `path`.
+bool claims_too_much(const std::string& path, uint64_t claimed) {
+  std::error_code ec;
+  const uint64_t stored = std::filesystem::file_size(path, ec);
+  return !ec && claimed / kMaxInflation > stored;
+}
 
 using ReadImage = itk::VectorImage<float, 3>;
 
@@ -172,7 +198,9 @@ NiftiScan scan_nifti(const std::string& path) {
     vox_offset = load<float>(header + 108, swap);
   }
   if (dim[0] < 1 || dim[0] > 7 || bitpix <= 0 || bitpix % 8 != 0) return {};
-  int64_t voxels = 1;
+  // The header's sizes are untrusted: products are overflow-checked (fuzz_nifti found a signed
+  // overflow here), and an offset or size past any real file is refused before it is used.
+  int64_t expected = bitpix / 8;  // data bytes
   for (int i = 1; i <= dim[0]; ++i) {
     if (dim[i] <= 0) {
       SEGICL_THROW(DataError,
@@ -180,20 +208,29 @@ NiftiScan scan_nifti(const std::string& path) {
                        "; it holds no voxels",
                    path, "the file holds no voxels; re-export it");
     }
-    voxels *= dim[i];
+    if (__builtin_mul_overflow(expected, dim[i], &expected) || expected > kMaxDataBytes) {
+      SEGICL_THROW(IoError, "NIfTI header claims an implausible image size (over 2^40 bytes)",
+                   path, kCorruptHint);
+    }
   }
-  const int64_t element = bitpix / 8;
-  const int64_t expected = voxels * element;
-  const int64_t skip = std::max<int64_t>(0, static_cast<int64_t>(vox_offset) - header_bytes);
+  // vox_offset is a float in NIfTI-1: NaN or a huge value must not reach the integer cast.
+  if (!(vox_offset >= 0.0 && vox_offset <= static_cast<double>(kMaxDataBytes))) {
+    SEGICL_THROW(IoError, "NIfTI header has an invalid data offset (vox_offset)", path, kCorruptHint);
+  }
+  int64_t skip = std::max<int64_t>(0, static_cast<int64_t>(vox_offset) - header_bytes);
 
-  std::vector<unsigned char> buffer(static_cast<size_t>(std::max<int64_t>(skip, 1)));
-  if (read_fully(file, buffer.data(), skip) < skip) {
-    SEGICL_THROW(IoError, "file ends inside the NIfTI header extensions", path, kCorruptHint);
-  }
   NiftiScan scan;
-  const bool is_float32 = datatype == 16, is_float64 = datatype == 64;
   constexpr int64_t kChunk = 1 << 20;  // a multiple of every element size
-  buffer.resize(kChunk);
+  std::vector<unsigned char> buffer(kChunk);
+  // Header extensions, skipped a chunk at a time (a fuzzed offset made one huge buffer here).
+  while (skip > 0) {
+    const int64_t want = std::min(kChunk, skip);
+    if (read_fully(file, buffer.data(), want) < want) {
+      SEGICL_THROW(IoError, "file ends inside the NIfTI header extensions", path, kCorruptHint);
+    }
+    skip -= want;
+  }
+  const bool is_float32 = datatype == 16, is_float64 = datatype == 64;
   int64_t done = 0;
   while (done < expected) {
     const int64_t want = std::min(kChunk, expected - done);
@@ -221,10 +258,206 @@ NiftiScan scan_nifti(const std::string& path) {
   return scan;
 }
 
-// ---- MetaImage integrity ----
-// ITK's MetaIO likewise returns a zero-filled tail for a truncated .mha (compressed or not), so
-// compare the bytes after the header with what the header promises. Only single-file .mha with
-// ElementDataFile = LOCAL is checked; anything unusual is left to ITK.
+// ---- PNG integrity ----
+// ITK 5.2's PNGImageIO installs no setjmp for libpng, so any libpng error (a bad chunk CRC or
+// length, broken compressed data; found by fuzz_image2d in seconds) ends in abort(): one corrupt
+// upload killed the whole server. So the file is first decoded here, with libpng's errors caught,
+// and only a PNG that libpng reads completely reaches ITK (the same libpng then reads it again;
+// a 2D image decodes in milliseconds). C-style on purpose: libpng reports errors by longjmp, which
+// must not jump over C++ destructors.
+
+struct PngErrorContext {
+  char message[200];
+};
+
+[[noreturn]] void png_on_error(png_structp png, png_const_charp message) {
+  auto* context = static_cast<PngErrorContext*>(png_get_error_ptr(png));
+  std::snprintf(context->message, sizeof context->message, "%s", message);
+  png_longjmp(png, 1);
+}
+
+void png_on_warning(png_structp, png_const_charp) {}  // libpng recovers from these
+
+// Empty when libpng decodes every row of the file, else libpng's error message.
+std::string png_problem(const std::string& path) {
+  PngErrorContext context{"unknown libpng error"};
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) return {};  // unreadable: ITK reports it with its own message
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &context, png_on_error, png_on_warning);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  png_bytep volatile row = nullptr;
+  if (!png || !info) {
+    png_destroy_read_struct(png ? &png : nullptr, nullptr, nullptr);
+    std::fclose(file);
+    return "out of memory";
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_free(png, row);
+    png_destroy_read_struct(&png, &info, nullptr);
+    std::fclose(file);
+    return context.message;
+  }
+  png_init_io(png, file);
+  png_read_info(png, info);
+  // libpng would decode (and ITK allocate) whatever size the header claims.
+  if (claims_too_much(path, uint64_t{png_get_image_width(png, info)} * png_get_image_height(png, info) *
+                                png_get_channels(png, info) * png_get_bit_depth(png, info) / 8))
+    png_error(png, "header claims more image data than the file can hold");
+  const int passes = png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  row = static_cast<png_bytep>(png_malloc(png, png_get_rowbytes(png, info)));
+  const png_uint_32 height = png_get_image_height(png, info);
+  for (int pass = 0; pass < passes; ++pass)
+    for (png_uint_32 y = 0; y < height; ++y) png_read_row(png, row, nullptr);
+  png_read_end(png, nullptr);
+  png_free(png, row);
+  png_destroy_read_struct(&png, &info, nullptr);
+  std::fclose(file);
+  return {};
+}
+
+void check_png(const std::string& path) {
+  const std::string problem = png_problem(path);
+  if (!problem.empty())
+    SEGICL_THROW(IoError, "not a readable PNG file (" + shorten(problem) + ")", path, kCorruptHint);
+}
+
+// ---- JPEG integrity ----
+// ITK 5.2's JPEG reader crashed (a wild jump: a corrupted stack after libjpeg's error longjmp)
+// on a corrupt JPEG that fuzz_image2d found. As for PNG, the file is decoded here first with
+// libjpeg's errors caught, and only a JPEG that libjpeg reads completely reaches ITK.
+
+struct JpegErrorContext {
+  jpeg_error_mgr manager;  // first member: libjpeg hands us a pointer to it
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void jpeg_on_error(j_common_ptr info) {
+  auto* context = reinterpret_cast<JpegErrorContext*>(info->err);
+  (*info->err->format_message)(info, context->message);
+  std::longjmp(context->jump, 1);
+}
+
+void jpeg_on_message(j_common_ptr, int) {}  // warnings and trace output: libjpeg recovers
+
+// Empty when libjpeg decodes every scanline of the file, else libjpeg's error message.
+std::string jpeg_problem(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) return {};  // unreadable: ITK reports it with its own message
+  jpeg_decompress_struct info;
+  JpegErrorContext context;
+  info.err = jpeg_std_error(&context.manager);
+  context.manager.error_exit = jpeg_on_error;
+  context.manager.emit_message = jpeg_on_message;
+  JSAMPARRAY volatile rows = nullptr;
+  if (setjmp(context.jump)) {
+    jpeg_destroy_decompress(&info);
+    std::fclose(file);
+    return context.message;
+  }
+  jpeg_create_decompress(&info);
+  jpeg_stdio_src(&info, file);
+  jpeg_read_header(&info, TRUE);
+  // libjpeg pads a short file with grey rows: a 1 KB file could make it decode 65500^2 pixels.
+  if (claims_too_much(path, uint64_t{info.image_width} * info.image_height * info.num_components)) {
+    std::snprintf(context.message, sizeof context.message, "%s",
+                  "header claims more image data than the file can hold");
+    std::longjmp(context.jump, 1);
+  }
+  jpeg_start_decompress(&info);
+  // Memory from libjpeg's pool: released by jpeg_destroy_decompress, also after an error.
+  rows = (*info.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&info), JPOOL_IMAGE,
+                                   info.output_width * info.output_components, 1);
+  while (info.output_scanline < info.output_height) jpeg_read_scanlines(&info, rows, 1);
+  jpeg_finish_decompress(&info);
+  jpeg_destroy_decompress(&info);
+  std::fclose(file);
+  return {};
+}
+
+void check_jpeg(const std::string& path) {
+  const std::string problem = jpeg_problem(path);
+  if (!problem.empty())
+    SEGICL_THROW(IoError, "not a readable JPEG file (" + shorten(problem) + ")", path, kCorruptHint);
+}
+
+// ---- The reader for an extension ----
+// ITK's factory picks a reader by content, so a PNG named .nii went to the PNG reader (found by
+// fuzz_nifti) and a DICOM file named .png would go to GDCM. The extension decides the format here,
+// as the server's API promises: one reader per extension, and content it cannot read is an error.
+itk::ImageIOBase::Pointer reader_for(const std::string& ext) {
+  if (ext == ".png") return itk::PNGImageIO::New().GetPointer();
+  if (ext == ".jpg" || ext == ".jpeg") return itk::JPEGImageIO::New().GetPointer();
+  if (ext == ".bmp") return itk::BMPImageIO::New().GetPointer();
+  if (ext == ".tif" || ext == ".tiff") return itk::TIFFImageIO::New().GetPointer();
+  if (ext == ".nii" || ext == ".nii.gz") return itk::NiftiImageIO::New().GetPointer();
+  if (ext == ".mha" || ext == ".mhd") return itk::MetaImageIO::New().GetPointer();
+  if (ext == ".nrrd" || ext == ".nhdr") return itk::NrrdImageIO::New().GetPointer();
+  if (ext == ".dcm") return itk::GDCMImageIO::New().GetPointer();
+  return nullptr;
+}
+
+// ---- Single-file MetaImage and NRRD ----
+// A .mha or .nrrd names its data file in its header (MetaImage `ElementDataFile`, NRRD
+// `data file:`). Through an upload that would make the server read any path it can open
+// (/dev/zero, /dev/stdin, another user's volume), and fuzz_meta found MetaIO leaking on such
+// headers. The detached forms have their own extensions (.mhd, .nhdr), so the single-file ones
+// must hold their data.
+
+// The first `key` (followed by `separator`) in the header's first 64 KiB and the trimmed rest of
+// its line, or nullopt when the key is not there. NRRD (ignore_case) headers end at a blank line.
+std::optional<std::string> header_field(const std::string& path, const std::string& key,
+                                        char separator, bool ignore_case) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(64 * 1024, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  if (ignore_case) head = head.substr(0, head.find("\n\n"));
+  std::string haystack = head, needle = key;
+  if (ignore_case) {
+    for (auto* text : {&haystack, &needle})
+      std::transform(text->begin(), text->end(), text->begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  }
+  for (size_t at = haystack.find(needle); at != std::string::npos;
+       at = haystack.find(needle, at + 1)) {
+    size_t value = at + needle.size();
+    while (value < head.size() && (head[value] == ' ' || head[value] == '\t')) ++value;
+    if (value >= head.size() || head[value] != separator) continue;
+    const size_t eol = std::min(head.find('\n', value), head.size());
+    std::string text = head.substr(value + 1, eol - value - 1);
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.erase(0, 1);
+    return text;
+  }
+  return std::nullopt;
+}
+
+void check_data_is_local(const std::string& path, const std::string& ext) {
+  if (ext == ".mha") {
+    const auto file = header_field(path, "ElementDataFile", '=', false);
+    std::string lower = file.value_or("local");
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower != "local") {
+      SEGICL_THROW(IoError,
+                   "this .mha file does not hold its data (ElementDataFile = " + shorten(*file) + ")",
+                   path, "a header with a separate data file is a .mhd; rename it or re-export as .mha");
+    }
+  } else if (ext == ".nrrd") {
+    for (const char* key : {"data file", "datafile"}) {
+      if (const auto file = header_field(path, key, ':', true)) {
+        SEGICL_THROW(IoError, "this .nrrd file does not hold its data (data file: " + shorten(*file) + ")",
+                     path, "a header with a separate data file is a .nhdr; rename it or re-export as .nrrd");
+      }
+    }
+  }
+}
+
+// ITK's MetaIO returns a zero-filled tail for a truncated .mha (compressed or not), as nifti1_io
+// does, so compare the bytes after the header with what the header promises. Only single-file .mha
+// with ElementDataFile = LOCAL is checked; anything unusual is left to ITK.
 void check_mha_length(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return;
@@ -248,7 +481,10 @@ void check_mha_length(const std::string& path) {
     std::istringstream values(value);
     if (key == "DimSize") {
       int64_t n;
-      while (values >> n) voxels *= n;
+      while (values >> n) {
+        // Overflow-checked: a fuzzed DimSize overflowed int64 here.
+        if (n <= 0 || __builtin_mul_overflow(voxels, n, &voxels) || voxels > kMaxDataBytes) return;
+      }
     } else if (key == "CompressedData") {
       compressed_data = value == "True";
     } else if (key == "CompressedDataSize") {
@@ -272,8 +508,8 @@ void check_mha_length(const std::string& path) {
   int64_t expected = -1;
   if (compressed_data) {
     expected = compressed;
-  } else if (element > 0) {
-    expected = voxels * channels * element;
+  } else if (element > 0 && channels > 0 && channels <= 64) {
+    expected = voxels * channels * element;  // voxels <= 2^40: cannot overflow
   }
   if (expected > 0 && available < expected) {
     SEGICL_THROW(IoError,
@@ -320,6 +556,26 @@ void check_dimensions(const std::string& path, itk::ImageIOBase* io) {
                    "split the series into one 3D file per time point (e.g. fslsplit or "
                    "nibabel's four_to_three) and pass those");
     }
+  }
+}
+
+// A header's claimed size must fit what the file can hold (kMaxInflation), checked before ITK
+// allocates the image. Skipped for .mhd/.nhdr, whose data lives in another file.
+void check_claimed_size(const std::string& path, const std::string& ext, itk::ImageIOBase* io) {
+  if (ext == ".mhd" || ext == ".nhdr") return;
+  uint64_t claimed = io->GetComponentSize() * std::max<uint64_t>(1, io->GetNumberOfComponents());
+  for (unsigned d = 0; d < io->GetNumberOfDimensions(); ++d) {
+    if (__builtin_mul_overflow(claimed, static_cast<uint64_t>(io->GetDimensions(d)), &claimed) ||
+        claimed > static_cast<uint64_t>(kMaxDataBytes)) {
+      SEGICL_THROW(IoError, "header claims an implausible image size (over 2^40 bytes)", path,
+                   kCorruptHint);
+    }
+  }
+  if (claims_too_much(path, claimed)) {
+    SEGICL_THROW(IoError,
+                 "header claims " + std::to_string(claimed) + " bytes of image data, more than the " +
+                     std::to_string(fs::file_size(path)) + "-byte file can hold",
+                 path, kCorruptHint);
   }
 }
 
@@ -421,11 +677,13 @@ Decoded decode(const std::string& path, bool expand_palette) {
   }
 
   const NiftiScan scan = format == Format::kNifti ? scan_nifti(path) : NiftiScan{};
+  check_data_is_local(path, ext);
+  if (ext == ".png") check_png(path);
+  if (ext == ".jpg" || ext == ".jpeg") check_jpeg(path);
   if (ext == ".mha") check_mha_length(path);
   return translate_itk(path, "cannot read image", kCorruptHint, [&] {
-    itk::ImageIOBase::Pointer io =
-        itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::ImageIOFactory::ReadMode);
-    if (!io) {
+    itk::ImageIOBase::Pointer io = reader_for(ext);
+    if (!io || !io->CanReadFile(path.c_str())) {
       SEGICL_THROW(IoError, "not a readable " + ext + " file (no reader recognises its content)",
                    path, kCorruptHint);
     }
@@ -433,6 +691,7 @@ Decoded decode(const std::string& path, bool expand_palette) {
     io->SetExpandRGBPalette(expand_palette);
     io->ReadImageInformation();
     check_dimensions(path, io);
+    check_claimed_size(path, ext, io);
 
     const int stored = static_cast<int>(io->GetNumberOfComponents());
     const int kept = kept_channels(path, stored);

@@ -436,5 +436,122 @@ TEST_F(VolumeIo, ReadsARealChaosCase) {
   EXPECT_LE(max_label, 4);
 }
 
+// ---- Findings of the fuzz targets (fuzz/README.md); inputs kept in fuzz/regressions/ ----
+
+std::string regression(const std::string& name) {
+  return (fs::path(SEGICL_SOURCE_DIR) / "fuzz" / "regressions" / name).string();
+}
+
+TEST_F(VolumeIo, NiftiWithAHugeVoxOffsetIsCorruptNotAHugeAllocation) {
+  // fuzz_nifti: vox_offset 1.3e13 made the integrity scan allocate a 13 TB skip buffer.
+  expect_corrupt(regression("nifti-huge-vox-offset.nii"));
+}
+
+TEST_F(VolumeIo, NiftiWithANanVoxOffsetIsCorrupt) {
+  write_raw_nifti(path("nan_offset.nii"), {3, 2, 2, 2, 1, 1, 1, 1}, 4, 16, std::string(16, '\0'));
+  std::string bytes = read_file(path("nan_offset.nii"));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(&bytes[108], &nan, sizeof nan);
+  write_file_atomic(path("nan_offset.nii"), bytes);
+  expect_corrupt(path("nan_offset.nii"));
+}
+
+TEST_F(VolumeIo, NiftiWhoseSizesOverflowIsCorrupt) {
+  // 32767^7 voxels: the product of the header's sizes overflowed int64 in the integrity scan.
+  write_raw_nifti(path("huge.nii"), {7, 32767, 32767, 32767, 32767, 32767, 32767, 32767}, 4, 16,
+                  std::string(64, '\0'));
+  expect_corrupt(path("huge.nii"));
+}
+
+TEST_F(VolumeIo, MhaWhoseDataFileIsElsewhereIsRefused) {
+  // fuzz_meta: ElementDataFile pointing at another file made MetaIO read it (and leak); through
+  // an upload, any path the server can open. The input is kept as fuzz_meta found it.
+  for (const std::string& file : {regression("mha-data-file-not-local.mha"), path("zero.mha")}) {
+    SCOPED_TRACE(file);
+    if (file == path("zero.mha"))
+      write_file_atomic(file, "ObjectType = Image\nNDims = 2\nDimSize = 4 4\n"
+                              "ElementType = MET_UCHAR\nElementDataFile = /dev/zero\n");
+    try {
+      read_image(file);
+      FAIL() << "expected IoError";
+    } catch (const IoError& e) {
+      EXPECT_EQ(e.file(), file);
+      EXPECT_TRUE(contains(e.message(), "does not hold its data")) << e.message();
+      EXPECT_TRUE(contains(e.hint(), ".mhd")) << e.hint();
+    }
+  }
+}
+
+TEST_F(VolumeIo, NrrdWhoseDataFileIsElsewhereIsRefused) {
+  for (const char* field : {"data file: /dev/zero", "datafile: other.raw", "Data File: x.raw"}) {
+    SCOPED_TRACE(field);
+    write_file_atomic(path("detached.nrrd"), std::string("NRRD0004\ntype: uchar\ndimension: 2\n"
+                                                         "sizes: 4 4\nencoding: raw\n") +
+                                                 field + "\n\n");
+    try {
+      read_image(path("detached.nrrd"));
+      FAIL() << "expected IoError";
+    } catch (const IoError& e) {
+      EXPECT_TRUE(contains(e.message(), "does not hold its data")) << e.message();
+      EXPECT_TRUE(contains(e.hint(), ".nhdr")) << e.hint();
+    }
+  }
+}
+
+TEST_F(VolumeIo, SingleFileMhaAndNrrdStillRead) {
+  // The data-file check must not refuse the files our own writer makes.
+  const LabelMap labels = make_labels({5, 4, 3});
+  for (const char* name : {"ok.mha", "ok.nrrd"}) {
+    SCOPED_TRACE(name);
+    write_labels(labels, path(name));
+    EXPECT_EQ(read_labels(path(name)).labels, labels.labels);
+  }
+}
+
+TEST_F(VolumeIo, PngThatLibpngRejectsIsCorruptNotAnAbort) {
+  // fuzz_image2d: a PLTE chunk with a bad length made libpng call abort() inside ITK 5.2's PNG
+  // reader (it sets no setjmp), killing the process. Other broken chunks, same path.
+  expect_corrupt(regression("png-bad-chunk-aborts-libpng.png"));
+  write_labels(make_labels({6, 5, 1}, 2), path("ok.png"));
+  std::string bytes = read_file(path("ok.png"));
+  bytes[bytes.size() - 20] ^= 0x40;  // inside IDAT: a CRC (or zlib) error
+  write_file_atomic(path("flipped.png"), bytes);
+  expect_corrupt(path("flipped.png"));
+  EXPECT_EQ(read_labels(path("ok.png")).size, (std::array<int64_t, 3>{6, 5, 1}));
+}
+
+TEST_F(VolumeIo, SmallFileClaimingAHugeImageIsCorruptBeforeAllocation) {
+  // 50000 x 50000 bytes (10 GB as floats) claimed by a 10-byte compressed block.
+  write_file_atomic(path("bomb.mha"), "ObjectType = Image\nNDims = 2\nDimSize = 50000 50000\n"
+                                      "ElementType = MET_UCHAR\nCompressedData = True\n"
+                                      "CompressedDataSize = 10\nElementDataFile = LOCAL\n0123456789");
+  try {
+    read_image(path("bomb.mha"));
+    FAIL() << "expected IoError";
+  } catch (const IoError& e) {
+    EXPECT_TRUE(contains(e.message(), "more than the")) << e.message();
+  }
+}
+
+TEST_F(VolumeIo, CorruptJpegIsCorruptNotACrash) {
+  // fuzz_image2d: ITK 5.2's JPEG reader jumped to a wild address on this file (SIGSEGV).
+  expect_corrupt(regression("jpeg-corrupt-crashes-itk.jpg"));
+}
+
+TEST_F(VolumeIo, TheExtensionDecidesTheReader) {
+  // fuzz_nifti: a PNG named .nii went to ITK's PNG reader (picked by content), and so past the
+  // NIfTI checks. Now a .nii must be NIfTI.
+  expect_corrupt(regression("nii-holding-a-png.nii"));
+  write_labels(make_labels({6, 5, 1}, 2), path("real.png"));
+  fs::copy_file(path("real.png"), path("png_named.nii"));
+  expect_corrupt(path("png_named.nii"));
+}
+
+TEST_F(VolumeIo, CorruptTiffIsCorrupt) {
+  // fuzz_image2d: ITK leaks a row buffer on this file (suppressed in tests/sanitizer/lsan.supp,
+  // see there); the read must still fail cleanly.
+  expect_corrupt(regression("tiff-itk-leaks-a-row.tif"));
+}
+
 }  // namespace
 }  // namespace segicl::io
