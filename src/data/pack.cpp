@@ -53,6 +53,20 @@ T take(const std::string& in, size_t& offset, const std::string& path) {
   return value;
 }
 
+// A whole number in [lo, hi] from the header. nlohmann's get<int>() casts a float such as 1e300
+// with undefined behaviour, and a huge count would size the allocations below.
+int64_t whole(const Json& value, int64_t lo, int64_t hi, const char* what, const std::string& path) {
+  if (!value.is_number_integer() || (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(hi)) ||
+      value.get<int64_t>() < lo || value.get<int64_t>() > hi)
+    SEGICL_THROW(FormatError, std::string("pack header has an invalid ") + what + ": " + value.dump(), path,
+                 "re-create it with `segicl pack`");
+  return value.get<int64_t>();
+}
+
+// zstd cannot expand its input more than 32768-fold (an RLE block: 4 bytes for 128 KiB), so a
+// header claiming more raw bytes than that is corrupt; checked before the raw buffer is allocated.
+constexpr uint64_t kMaxZstdExpansion = 32768;
+
 PackPurpose purpose_from(const std::string& s, const std::string& path) {
   if (s == "train") return PackPurpose::kTrain;
   if (s == "val") return PackPurpose::kVal;
@@ -226,15 +240,20 @@ std::shared_ptr<const Pack> Pack::open(const std::string& path) {
   auto pack = std::make_shared<Pack>();
   try {
     pack->purpose_ = purpose_from(header.at("purpose").get<std::string>(), path);
-    pack->resolution_ = header.at("resolution").get<int>();
-    pack->channels_ = header.at("channels").get<int>();
-    const int64_t n = header.at("num_slices").get<int64_t>();
+    pack->resolution_ = static_cast<int>(whole(header.at("resolution"), 1, 4096, "resolution", path));
+    pack->channels_ = static_cast<int>(whole(header.at("channels"), 1, 4, "channel count", path));
     const int64_t r = pack->resolution_, c = pack->channels_;
-    if (n <= 0 || r <= 0 || r > 4096 || c <= 0 || c > 4)
-      SEGICL_THROW(FormatError, "pack header has implausible sizes", path, hint);
-    const uint64_t expected = static_cast<uint64_t>(n) * (c * r * r + r * r + 16);
+    const uint64_t slice_bytes = static_cast<uint64_t>(c * r * r + r * r + 16);
+    // Bounded so that n * slice_bytes cannot wrap around to a small, matching raw_bytes.
+    const int64_t n = whole(header.at("num_slices"), 1, pf::kMaxRawBytes / slice_bytes, "slice count", path);
+    const uint64_t expected = static_cast<uint64_t>(n) * slice_bytes;
     if (raw_bytes != expected || raw_bytes > pf::kMaxRawBytes)
       SEGICL_THROW(FormatError, "pack payload size does not match its header", path, hint);
+    if (raw_bytes / kMaxZstdExpansion > payload_bytes)
+      SEGICL_THROW(FormatError,
+                   "pack payload (" + std::to_string(payload_bytes) + " bytes) cannot hold the " +
+                       std::to_string(raw_bytes) + " bytes its header claims",
+                   path, hint);
     std::string raw(raw_bytes, '\0');
     size_t got = ZSTD_decompress(raw.data(), raw.size(), file.data() + offset, payload_bytes);
     if (ZSTD_isError(got) || got != raw_bytes)
@@ -271,9 +290,16 @@ std::shared_ptr<const Pack> Pack::open(const std::string& path) {
       auto ids = pack->labels_.slice(0, begin, end).reshape({end - begin, r * r}).to(torch::kLong);
       histogram.slice(0, begin, end).scatter_add_(1, ids, torch::ones(ids.sizes(), torch::kInt32));
     }
-    const int min_pixels = header["preprocess"].value("min_task_pixels", 1);
+    const Json& preprocess = header.at("preprocess");
+    const int64_t min_pixels = preprocess.contains("min_task_pixels")
+                                   ? whole(preprocess.at("min_task_pixels"), 0, r * r, "min_task_pixels", path)
+                                   : 1;
+    const int64_t num_datasets = static_cast<int64_t>(pack->datasets_.size());
     for (const auto& t : header.at("tasks")) {
-      PackTask task{t.at("name"), t.at("structure"), t.at("dataset").get<int>(), t.at("label_ids").get<std::vector<int>>(), {}, {}};
+      PackTask task{t.at("name"), t.at("structure"),
+                    static_cast<int>(whole(t.at("dataset"), 0, num_datasets - 1, "task dataset", path)), {}, {}, {}};
+      for (const auto& id : t.at("label_ids"))
+        task.label_ids.push_back(static_cast<int>(whole(id, 0, 65535, "label id", path)));
       auto count = torch::zeros({n}, torch::kInt32);
       for (int id : task.label_ids)
         if (id > 0 && id < 256) count += histogram.select(1, id);

@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 
 #include "segicl/core/atomic_file.h"
 #include "segicl/core/error.h"
@@ -119,6 +122,72 @@ TEST_F(PackFile, CorruptPayloadBadMagicAndFutureVersionAreRefused) {
     EXPECT_NE(std::string(e.what()).find("version 99"), std::string::npos);
   }
   EXPECT_THROW(Pack::open((dir_ / "missing.pack").string()), IoError);
+}
+
+// ---- Header values the fuzz target (fuzz/fuzz_pack.cpp) steers: they must be FormatErrors before
+// anything is allocated from them. ----
+
+// The toy pack with its header JSON edited and its raw size field set; the payload is unchanged.
+std::string with_header(const std::string& pack, const std::function<void(nlohmann::json&)>& edit,
+                        uint64_t raw_bytes) {
+  uint64_t header_bytes;
+  std::memcpy(&header_bytes, pack.data() + 12, 8);
+  auto header = nlohmann::json::parse(pack.substr(20, header_bytes));
+  edit(header);
+  const std::string text = header.dump();
+  std::string out = pack.substr(0, 12);
+  const uint64_t size = text.size();
+  out.append(reinterpret_cast<const char*>(&size), 8);
+  out += text;
+  std::string tail = pack.substr(20 + header_bytes);
+  std::memcpy(&tail[8], &raw_bytes, 8);
+  return out + tail;
+}
+
+void expect_format_error(const std::string& path, const std::string& part) {
+  try {
+    Pack::open(path);
+    FAIL() << "expected FormatError mentioning " << part;
+  } catch (const FormatError& e) {
+    EXPECT_NE(e.message().find(part), std::string::npos) << e.message();
+    EXPECT_EQ(e.file(), path);
+  }
+}
+
+TEST_F(PackFile, FloatOrHugeHeaderSizesAreFormatErrors) {
+  write_toy();
+  const auto bytes = read_file(path_);
+  // 1e300 as an int was a float-to-int cast with undefined behaviour.
+  write_file_atomic(path_, with_header(bytes, [](auto& h) { h["resolution"] = 1e300; }, 0));
+  expect_format_error(path_, "invalid resolution");
+  // 2^62 slices x 2064 bytes wraps uint64 around to 0, which matched a raw size of 0.
+  write_file_atomic(path_, with_header(bytes, [](auto& h) { h["num_slices"] = int64_t{1} << 62; }, 0));
+  expect_format_error(path_, "invalid slice count");
+}
+
+TEST_F(PackFile, RawSizeThePayloadCannotHoldIsRefusedBeforeAllocating) {
+  write_toy();
+  // 200 slices of 4 x 4096^2: 16.8 GB claimed by a payload of a few KB (more than zstd's 32768x).
+  const uint64_t claimed = 200ull * (5ull * 4096 * 4096 + 16);
+  write_file_atomic(path_, with_header(read_file(path_), [](auto& h) {
+    h["num_slices"] = 200;
+    h["resolution"] = 4096;
+    h["channels"] = 4;
+  }, claimed));
+  expect_format_error(path_, "cannot hold");
+}
+
+TEST_F(PackFile, TaskWithAnUnknownDatasetOrLabelIdIsAFormatError) {
+  write_toy();
+  const auto bytes = read_file(path_);
+  uint64_t raw;
+  uint64_t header_bytes;
+  std::memcpy(&header_bytes, bytes.data() + 12, 8);
+  std::memcpy(&raw, bytes.data() + 20 + header_bytes + 8, 8);
+  write_file_atomic(path_, with_header(bytes, [](auto& h) { h["tasks"][0]["dataset"] = 7; }, raw));
+  expect_format_error(path_, "invalid task dataset");
+  write_file_atomic(path_, with_header(bytes, [](auto& h) { h["tasks"][0]["label_ids"] = {1.5}; }, raw));
+  expect_format_error(path_, "invalid label id");
 }
 
 }  // namespace segicl::data
