@@ -25,7 +25,11 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
     verify_zip_crcs(read_file(path), path);
     try {
       archive.load_from(path);
-    } catch (const c10::Error& e) {
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      // Not only c10::Error: LibTorch's unpickler throws std::out_of_range on some corrupt
+      // archives (fuzz_checkpoint), which escaped as an untyped exception.
       SEGICL_THROW(FormatError, "not a readable checkpoint (truncated or corrupt file)", path, kHint);
     }
     return archive;
@@ -42,7 +46,9 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   std::istringstream stream(bytes);
   try {
     archive.load_from(stream);
-  } catch (const c10::Error& e) {
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
     SEGICL_THROW(FormatError, "checkpoint parts do not form a readable checkpoint (missing or corrupt part)",
                  path + ".00", kHint);
   }
@@ -54,7 +60,9 @@ config::Json meta_of(torch::serialize::InputArchive& archive, const std::string&
   bool found = false;
   try {
     found = archive.try_read("meta", value);
-  } catch (const c10::Error&) {
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception&) {
     found = false;
   }
   if (!found || !value.isString()) SEGICL_THROW(FormatError, "checkpoint has no meta record", path, kHint);
@@ -64,9 +72,13 @@ config::Json meta_of(torch::serialize::InputArchive& archive, const std::string&
   } catch (const config::Json::exception& e) {
     SEGICL_THROW(FormatError, std::string("checkpoint meta is not valid JSON: ") + e.what(), path, kHint);
   }
-  if (meta.value("format", "") != kCheckpointFormat)
-    SEGICL_THROW(FormatError, "not a segicl checkpoint (format '" + meta.value("format", "") + "')", path, kHint);
-  int version = meta.value("format_version", -1);
+  // meta is untrusted: nlohmann's value() throws an untyped type_error on a wrong type.
+  if (!meta.is_object()) SEGICL_THROW(FormatError, "checkpoint meta is not a JSON object", path, kHint);
+  const std::string format = meta.contains("format") && meta["format"].is_string() ? meta["format"].get<std::string>() : "";
+  if (format != kCheckpointFormat)
+    SEGICL_THROW(FormatError, "not a segicl checkpoint (format '" + format + "')", path, kHint);
+  const auto& version_json = meta.contains("format_version") ? meta["format_version"] : config::Json();
+  const int64_t version = version_json.is_number_integer() ? version_json.get<int64_t>() : -1;
   if (version != kCheckpointVersion)
     SEGICL_THROW(FormatError,
                  "checkpoint format_version " + std::to_string(version) + " is not supported (this build reads " +
@@ -83,7 +95,9 @@ void read_weights(torch::serialize::InputArchive& archive, SegICLModelImpl& mode
     bool found = false;
     try {
       found = archive.try_read("w." + name, stored);
-    } catch (const c10::Error&) {
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception&) {
       found = false;
     }
     if (!found)
@@ -155,8 +169,13 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& d
   loaded.model->to(device);
   read_weights(archive, *loaded.model, path);
   if (extra) extra(archive);
-  log::get("models")->info("loaded {} (stage {}, step {}, {} weights)", path, loaded.meta.value("stage", 0),
-                           loaded.meta.value("step", 0), loaded.meta.value("weights_dtype", "float32"));
+  auto field = [&](const char* key) -> std::string {
+    if (!loaded.meta.contains(key)) return "?";
+    const auto& v = loaded.meta[key];
+    return v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  log::get("models")->info("loaded {} (stage {}, step {}, {} weights)", path, field("stage"), field("step"),
+                           field("weights_dtype"));
   return loaded;
 }
 

@@ -3,6 +3,8 @@
 // checks them against real modules.
 #include "segicl/models/config.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -142,8 +144,22 @@ config::Json ModelConfig::to_json() const {
 }
 
 ModelConfig ModelConfig::from_json(const config::Json &j, const std::string &origin) {
-  config::Json merged = ModelConfig{}.to_json();
+  const config::Json defaults = ModelConfig{}.to_json();
+  config::Json merged = defaults;
   config::merge_strict(merged, j, origin);
+  // Integer keys take integers only: nlohmann's get<int64_t>() casts a float such as 1e300 with
+  // undefined behaviour (a checkpoint's config is untrusted input; see fuzz/fuzz_checkpoint.cpp).
+  auto integral = [](const config::Json &v) { return v.is_number_integer(); };
+  for (const auto &[key, value] : merged.items()) {
+    const config::Json &d = defaults.at(key);
+    const bool ok = d.is_number_integer()  ? integral(value)
+                    : d.is_array()         ? value.is_array() && std::all_of(value.begin(), value.end(), integral)
+                                           : true;
+    if (!ok)
+      SEGICL_THROW(ConfigError, "model config '" + key + "' must be " +
+                                    (d.is_array() ? "a list of integers" : "an integer") + ", not " + value.dump(),
+                   origin, "compare with configs/model/cpu.json");
+  }
   ModelConfig c;
   try {
 #define SEGICL_READ(key) c.key = merged.at(#key).get<decltype(c.key)>()

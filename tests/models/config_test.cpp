@@ -117,5 +117,13 @@ TEST(CountParameters, MatchesRealModuleWithoutHintOrSpatialAndMoreBlocks) {
   EXPECT_EQ(count_parameters(c), real_count(c));
 }
 
+TEST(ModelConfig, FloatForAnIntegerKeyIsConfigError) {
+  // A checkpoint's config is untrusted: get<int64_t>() of 1e300 was undefined behaviour.
+  EXPECT_THROW(ModelConfig::from_json({{"resolution", 1e300}}, "ckpt"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json({{"crossconv_encoder", {16, 1.5, 16}}}, "ckpt"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json({{"d_model", "64"}}, "ckpt"), ConfigError);
+  EXPECT_NO_THROW(ModelConfig::from_json({{"lora_alpha", 16}}, "ckpt"));  // a float key takes an int
+}
+
 }  // namespace
 }  // namespace segicl::models

@@ -127,5 +127,37 @@ TEST(CrossConv, SaveLoadGivesIdenticalSegmentation) {
   std::filesystem::remove(file);
 }
 
+// ---- Findings of fuzz/fuzz_checkpoint.cpp (inputs in fuzz/regressions/) ----
+
+void expect_format_error(const std::string& file) {
+  try {
+    load_checkpoint(file);
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.file(), file);
+  }
+}
+
+TEST(Checkpoint, ArchiveThatMakesTorchThrowOutOfRangeIsAFormatError) {
+  // LibTorch's unpickler threw std::out_of_range on this file (valid zip CRCs, broken pickle);
+  // only c10::Error was translated, so it escaped untyped.
+  expect_format_error(std::string(SEGICL_SOURCE_DIR) + "/fuzz/regressions/checkpoint-pickle-out-of-range.pt");
+}
+
+TEST(Checkpoint, MetaOfTheWrongShapeIsAFormatError) {
+  // nlohmann's value() threw an untyped type_error for a meta that is not an object or whose
+  // format_version is not a number.
+  const auto file = (std::filesystem::temp_directory_path() / "segicl_meta_test.pt").string();
+  for (const std::string meta : {"[1, 2]", R"({"format": "segicl-checkpoint", "format_version": "1"})",
+                                 R"({"format": 7})"}) {
+    SCOPED_TRACE(meta);
+    torch::serialize::OutputArchive archive;
+    archive.write("meta", c10::IValue(meta));
+    archive.save_to(file);
+    expect_format_error(file);
+  }
+  std::filesystem::remove(file);
+}
+
 }  // namespace
 }  // namespace segicl::models
