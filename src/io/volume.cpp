@@ -34,6 +34,7 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -176,7 +177,10 @@ NiftiScan scan_nifti(const std::string& path) {
     swap = true;
     nifti2 = load<int32_t>(header, true) == 540;
   } else {
-    return {};
+    // nifti1_io still reads a file whose sizeof_hdr is wrong (it guesses the byte order from
+    // dim[0]), and so past this scan (fuzz_nifti). The standard says it MUST be 348 (540).
+    SEGICL_THROW(IoError, "not a NIfTI file (sizeof_hdr is " + std::to_string(raw_size) + ", not 348)",
+                 path, kCorruptHint);
   }
   int64_t header_bytes = 348;
   if (nifti2) {
@@ -198,6 +202,27 @@ NiftiScan scan_nifti(const std::string& path) {
     vox_offset = load<float>(header + 108, swap);
   }
   if (dim[0] < 1 || dim[0] > 7 || bitpix <= 0 || bitpix % 8 != 0) return {};
+  // Spacing and orientation must be finite: ITK 5.2 hands a NaN in the sform/qform to vnl_svd,
+  // whose assert_finite calls abort() (fuzz_nifti). pixdim[1..7], quatern_b..qoffset_z, srow_*.
+  {
+    bool finite = true;
+    auto check = [&](int offset, int count) {
+      for (int i = 0; i < count; ++i)
+        finite &= nifti2 ? std::isfinite(load<double>(header + offset + 8 * i, swap))
+                         : std::isfinite(load<float>(header + offset + 4 * i, swap));
+    };
+    if (nifti2) {
+      check(104 + 8, 7);
+      check(352, 18);
+    } else {
+      check(76 + 4, 7);
+      check(256, 18);
+    }
+    if (!finite) {
+      SEGICL_THROW(IoError, "NIfTI header has a NaN or infinite spacing or orientation", path,
+                   kCorruptHint);
+    }
+  }
   // The header's sizes are untrusted: products are overflow-checked (fuzz_nifti found a signed
   // overflow here), and an offset or size past any real file is refused before it is used.
   int64_t expected = bitpix / 8;  // data bytes
@@ -382,6 +407,82 @@ void check_jpeg(const std::string& path) {
     SEGICL_THROW(IoError, "not a readable JPEG file (" + shorten(problem) + ")", path, kCorruptHint);
 }
 
+// ---- TIFF directory chain ----
+// ITK 5.2's bundled libtiff loops forever on a directory chain that points back into itself
+// (itk_TIFFNumberOfDirectories, found by fuzz_image2d): one upload would hold a server worker
+// for good. So the chain of image file directories (IFDs) is walked here first: every offset
+// must lie inside the file and none may repeat. Classic TIFF and BigTIFF.
+void check_tiff_directories(const std::string& path) {
+  const std::string bytes = read_file(path);
+  auto fail = [&](const std::string& what) {
+    SEGICL_THROW(IoError, "not a readable TIFF file (" + what + ")", path, kCorruptHint);
+  };
+  if (bytes.size() < 8) fail("too short");
+  const bool little = bytes[0] == 'I' && bytes[1] == 'I';
+  if (!little && !(bytes[0] == 'M' && bytes[1] == 'M')) fail("no byte-order mark");
+  auto get = [&](uint64_t at, int size) -> uint64_t {
+    if (at > bytes.size() || bytes.size() - at < static_cast<uint64_t>(size)) fail("a directory points past the end");
+    uint64_t value = 0;
+    for (int i = 0; i < size; ++i) {
+      const uint64_t byte = static_cast<unsigned char>(bytes[at + (little ? i : size - 1 - i)]);
+      value |= byte << (8 * i);
+    }
+    return value;
+  };
+  const uint64_t version = get(2, 2);
+  if (version != 42 && version != 43) fail("unknown version " + std::to_string(version));
+  const bool big = version == 43;
+  std::set<uint64_t> seen;
+  for (uint64_t ifd = big ? get(8, 8) : get(4, 4); ifd != 0;) {
+    if (!seen.insert(ifd).second) fail("its directory chain loops");
+    if (seen.size() > 65536) fail("more than 65536 directories");
+    const uint64_t entries = big ? get(ifd, 8) : get(ifd, 2);
+    if (entries > bytes.size()) fail("a directory has more entries than the file has bytes");
+    const uint64_t next = big ? ifd + 8 + 20 * entries : ifd + 2 + 12 * entries;
+    ifd = big ? get(next, 8) : get(next, 4);
+  }
+}
+
+// ---- NRRD gzip data ----
+// ITK 5.2's NrrdIO leaks its gzip stream and buffers (about 60 KB) whenever gzip data fails to
+// decompress or runs short (found by fuzz_meta): a server fed such files would grow without bound.
+// So gzip-encoded data is inflated here first and must yield the `claimed` bytes.
+std::optional<std::string> header_field(const std::string& path, const std::string& key,
+                                        char separator, bool ignore_case);
+
+void check_nrrd_gzip(const std::string& path, uint64_t claimed) {
+  const auto encoding = header_field(path, "encoding", ':', true);
+  if (!encoding || (*encoding != "gzip" && *encoding != "gz")) return;
+  const std::string bytes = read_file(path);
+  size_t start = bytes.find("\n\n");
+  if (start == std::string::npos) return;  // no data: NrrdIO refuses it
+  start += 2;
+  z_stream stream{};
+  if (inflateInit2(&stream, 15 + 32) != Z_OK)  // 15 + 32: gzip or zlib header
+    SEGICL_THROW(IoError, "cannot start zlib", path, "");
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data() + start));
+  stream.avail_in = static_cast<uInt>(bytes.size() - start);
+  std::vector<unsigned char> chunk(1 << 16);
+  uint64_t produced = 0;
+  int status = Z_OK;
+  // To the end of the stream: its CRC-32 comes last, and a bad one leaks as well. A stream
+  // running far past the claimed size is refused without inflating it all.
+  while (status == Z_OK && produced <= claimed + chunk.size()) {
+    stream.next_out = chunk.data();
+    stream.avail_out = static_cast<uInt>(chunk.size());
+    status = inflate(&stream, Z_NO_FLUSH);
+    produced += chunk.size() - stream.avail_out;
+  }
+  inflateEnd(&stream);
+  if (produced < claimed || status != Z_STREAM_END) {
+    SEGICL_THROW(IoError,
+                 "gzip data yields " + std::to_string(produced) + " bytes for the " +
+                     std::to_string(claimed) + " its header claims" +
+                     (status == Z_DATA_ERROR ? " (corrupt stream)" : status != Z_STREAM_END ? " (no stream end)" : ""),
+                 path, kCorruptHint);
+  }
+}
+
 // ---- The reader for an extension ----
 // ITK's factory picks a reader by content, so a PNG named .nii went to the PNG reader (found by
 // fuzz_nifti) and a DICOM file named .png would go to GDCM. The extension decides the format here,
@@ -561,8 +662,9 @@ void check_dimensions(const std::string& path, itk::ImageIOBase* io) {
 
 // A header's claimed size must fit what the file can hold (kMaxInflation), checked before ITK
 // allocates the image. Skipped for .mhd/.nhdr, whose data lives in another file.
-void check_claimed_size(const std::string& path, const std::string& ext, itk::ImageIOBase* io) {
-  if (ext == ".mhd" || ext == ".nhdr") return;
+// Returns the claimed bytes (0 when not checked).
+uint64_t check_claimed_size(const std::string& path, const std::string& ext, itk::ImageIOBase* io) {
+  if (ext == ".mhd" || ext == ".nhdr") return 0;
   uint64_t claimed = io->GetComponentSize() * std::max<uint64_t>(1, io->GetNumberOfComponents());
   for (unsigned d = 0; d < io->GetNumberOfDimensions(); ++d) {
     if (__builtin_mul_overflow(claimed, static_cast<uint64_t>(io->GetDimensions(d)), &claimed) ||
@@ -577,6 +679,7 @@ void check_claimed_size(const std::string& path, const std::string& ext, itk::Im
                      std::to_string(fs::file_size(path)) + "-byte file can hold",
                  path, kCorruptHint);
   }
+  return claimed;
 }
 
 // Keeps 1 (grey) or 3 (RGB) channels; drops alpha from grey+alpha and RGBA.
@@ -680,6 +783,7 @@ Decoded decode(const std::string& path, bool expand_palette) {
   check_data_is_local(path, ext);
   if (ext == ".png") check_png(path);
   if (ext == ".jpg" || ext == ".jpeg") check_jpeg(path);
+  if (ext == ".tif" || ext == ".tiff") check_tiff_directories(path);
   if (ext == ".mha") check_mha_length(path);
   return translate_itk(path, "cannot read image", kCorruptHint, [&] {
     itk::ImageIOBase::Pointer io = reader_for(ext);
@@ -691,7 +795,8 @@ Decoded decode(const std::string& path, bool expand_palette) {
     io->SetExpandRGBPalette(expand_palette);
     io->ReadImageInformation();
     check_dimensions(path, io);
-    check_claimed_size(path, ext, io);
+    const uint64_t claimed = check_claimed_size(path, ext, io);
+    if (ext == ".nrrd") check_nrrd_gzip(path, claimed);
 
     const int stored = static_cast<int>(io->GetNumberOfComponents());
     const int kept = kept_channels(path, stored);

@@ -553,5 +553,40 @@ TEST_F(VolumeIo, CorruptTiffIsCorrupt) {
   expect_corrupt(regression("tiff-itk-leaks-a-row.tif"));
 }
 
+TEST_F(VolumeIo, NiftiWithANanOrientationIsCorruptNotAnAbort) {
+  // fuzz_nifti: NaN in srow_y made ITK's orientation code call vnl_svd, which abort()s on it. The
+  // input also has sizeof_hdr 604, which nifti1_io accepted (it guesses from dim[0]); now refused.
+  expect_corrupt(regression("nifti-nan-sform-aborts-itk.nii"));
+  for (int offset : {80 /* pixdim[1] */, 256 /* quatern_b */, 300 /* srow_y[1] */}) {
+    SCOPED_TRACE(offset);
+    write_raw_nifti(path("nan.nii"), {3, 2, 2, 2, 1, 1, 1, 1}, 4, 16, std::string(16, '\0'));
+    std::string bytes = read_file(path("nan.nii"));
+    const int16_t sform_code = 2;
+    std::memcpy(&bytes[254], &sform_code, 2);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(&bytes[offset], &nan, sizeof nan);
+    write_file_atomic(path("nan.nii"), bytes);
+    expect_corrupt(path("nan.nii"));
+  }
+}
+
+TEST_F(VolumeIo, NrrdWithBrokenGzipDataIsCorrupt) {
+  // fuzz_meta: NrrdIO leaks ~60 KB (stream and buffers) on gzip data that fails; checked first now.
+  expect_corrupt(regression("nrrd-bad-gzip-itk-leaks.nrrd"));
+  write_labels(make_labels({6, 5, 4}), path("ok.nrrd"));  // our writer compresses: gzip encoding
+  std::string bytes = read_file(path("ok.nrrd"));
+  write_file_atomic(path("short.nrrd"), bytes.substr(0, bytes.size() - 12));
+  expect_corrupt(path("short.nrrd"));
+}
+
+TEST_F(VolumeIo, TiffWhoseDirectoryChainLoopsIsCorruptNotAHang) {
+  // fuzz_image2d: ITK's libtiff never returned from counting the directories of this file.
+  expect_corrupt(regression("tiff-ifd-loop-hangs-libtiff.tif"));
+  // The same in a hand-made file: one directory whose "next" offset points at itself.
+  std::string tiff("II*\0\x08\0\0\0\0\0\x08\0\0\0", 14);
+  write_file_atomic(path("loop.tif"), tiff);
+  expect_corrupt(path("loop.tif"));
+}
+
 }  // namespace
 }  // namespace segicl::io
