@@ -4,13 +4,15 @@
 # It deliberately downloads nothing but Debian packages (and, for the web viewer, npm packages).
 set -euo pipefail
 
+# clang + libclang-rt-14-dev (libFuzzer) + llvm (llvm-symbolizer) build and run fuzz/ (`make test`).
 PACKAGES=(
   build-essential cmake ninja-build ccache mold pkg-config
   libtorch-dev libopenblas0-pthread libgloo-dev
   libinsighttoolkit5-dev libgdcm-tools
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libzstd-dev zstd libcpp-httplib-dev
+  libzstd-dev zstd libcpp-httplib-dev libpng-dev libjpeg62-turbo-dev
+  clang libclang-rt-14-dev llvm
   python3-nibabel python3-numpy time
   chromium
 )

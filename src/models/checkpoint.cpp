@@ -26,7 +26,9 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
     try {
       archive.load_from(path);
     } catch (const std::bad_alloc&) {
-      throw;
+      // LibTorch's unpickler allocates whatever a length field in the pickle says (13.5 GB for a
+      // 12 KB file found by fuzz_checkpoint) before reading that many bytes.
+      SEGICL_THROW(FormatError, "checkpoint asks for more memory than there is (corrupt file?)", path, kHint);
     } catch (const std::exception& e) {
       // Not only c10::Error: LibTorch's unpickler throws std::out_of_range on some corrupt
       // archives (fuzz_checkpoint), which escaped as an untyped exception.
@@ -47,7 +49,7 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   try {
     archive.load_from(stream);
   } catch (const std::bad_alloc&) {
-    throw;
+    SEGICL_THROW(FormatError, "checkpoint asks for more memory than there is (corrupt part?)", path + ".00", kHint);
   } catch (const std::exception& e) {
     SEGICL_THROW(FormatError, "checkpoint parts do not form a readable checkpoint (missing or corrupt part)",
                  path + ".00", kHint);
