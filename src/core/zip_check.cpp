@@ -54,7 +54,10 @@ class Reader {
 
 }  // namespace
 
-void verify_zip_crcs(std::string_view bytes, const std::string& path) {
+void verify_zip_crcs(std::string_view bytes, const std::string& path) { zip_entries(bytes, path); }
+
+std::vector<ZipEntry> zip_entries(std::string_view bytes, const std::string& path) {
+  std::vector<ZipEntry> out;
   const Reader r(bytes, path);
   // End of central directory: 22 bytes plus a comment of at most 65535, at the end of the file.
   constexpr uint32_t kEnd = 0x06054b50, kEnd64 = 0x06064b50, kLocator64 = 0x07064b50;
@@ -106,11 +109,17 @@ void verify_zip_crcs(std::string_view bytes, const std::string& path) {
     if (r.at<uint32_t>(local) != kLocal)
       SEGICL_THROW(FormatError, "zip entry '" + name + "' has no local header", path, kHint);
     const uint64_t data = local + 30 + r.at<uint16_t>(local + 26) + r.at<uint16_t>(local + 28);
-    if (method == 0 && crc32(r.slice(data, compressed)) != crc)
-      SEGICL_THROW(FormatError, "zip entry '" + name + "' fails its CRC-32 check (corrupt file)",
-                   path, kHint);
+    ZipEntry entry{name, method == 0, {}};
+    if (method == 0) {
+      entry.data = r.slice(data, compressed);
+      if (crc32(entry.data) != crc)
+        SEGICL_THROW(FormatError, "zip entry '" + name + "' fails its CRC-32 check (corrupt file)",
+                     path, kHint);
+    }
+    out.push_back(std::move(entry));
     at += 46 + name_size + extra_size + comment_size;
   }
+  return out;
 }
 
 }  // namespace segicl

@@ -48,5 +48,16 @@ TEST(ZipCheck, NonZipBytesAreAFormatError) {
   EXPECT_THROW(verify_zip_crcs(std::string(4096, 'x'), "a.pt"), FormatError);
 }
 
+TEST(ZipCheck, EntriesListNamesAndStoredBytes) {
+  const std::string bytes = torch_archive();
+  const auto entries = zip_entries(bytes, "a.pt");
+  const ZipEntry* version = nullptr;
+  for (const auto& e : entries)
+    if (e.name.size() >= 8 && e.name.compare(e.name.size() - 8, 8, "/version") == 0) version = &e;
+  ASSERT_NE(version, nullptr);
+  EXPECT_TRUE(version->stored);
+  EXPECT_NE(version->data.find_first_of("0123456789"), std::string_view::npos);
+}
+
 }  // namespace
 }  // namespace segicl

@@ -159,5 +159,12 @@ TEST(Checkpoint, MetaOfTheWrongShapeIsAFormatError) {
   std::filesystem::remove(file);
 }
 
+TEST(Checkpoint, ArchiveWithABadVersionRecordIsAFormatErrorBeforeTorchOpensIt) {
+  // A version record of "\x1b\n" made LibTorch's reader throw std::invalid_argument from its
+  // constructor, leaking its zip state (LeakSanitizer); now refused before LibTorch sees it.
+  expect_format_error(std::string(SEGICL_SOURCE_DIR) +
+                      "/fuzz/regressions/checkpoint-bad-version-record-torch-leaks.pt");
+}
+
 }  // namespace
 }  // namespace segicl::models

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace segicl {
 
@@ -12,5 +13,16 @@ namespace segicl {
 // Entries stored with compression are not checked (torch writes none). Throws FormatError naming
 // `path` (and the entry) on a bad CRC or a malformed or truncated directory. Thread-safe.
 void verify_zip_crcs(std::string_view bytes, const std::string& path);
+
+// One entry of a zip archive: its name and, for a stored (uncompressed) entry, its bytes.
+struct ZipEntry {
+  std::string name;
+  bool stored = false;
+  std::string_view data;  // points into the archive's bytes; empty unless stored
+};
+
+// The entries of the archive `bytes` in directory order, CRC-checked as verify_zip_crcs does.
+// Same errors. Thread-safe.
+std::vector<ZipEntry> zip_entries(std::string_view bytes, const std::string& path);
 
 }  // namespace segicl
