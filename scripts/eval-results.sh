@@ -4,7 +4,7 @@
 # report folder (metrics.json with every per-case row, report.md); RESULTS.md's tables come from
 # scripts/results-table.py over those folders and its figures from scripts/plot-results.py.
 # Cost on the 2-core machine (two runs side by side, 1 thread each): ~40 min for CHAOS.
-# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|all]
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|unet|all]
 set -euo pipefail
 build=${1:-build}
 what=${2:-all}
@@ -40,4 +40,15 @@ if [[ $what == medscribble || $what == all ]]; then
   spawn $bin eval --model $universeg --label universeg --methods segicl --dataset medscribble --examples 1,3 \
     --draws 3 -o reports/medscribble_universeg
   finish
+fi
+if [[ $what == unet || $what == all ]]; then
+  # Baseline 3 (supervised upper bound): a 2D U-Net (4 levels, 16 base features) trained inside
+  # `segicl eval` on the evaluated dataset's support pool only, scored once per query case (it takes
+  # no examples). CHAOS: 2-fold cross-validation by patient (each fold trains on 10 patients and
+  # predicts the other 10), 600 steps x 8 planes per fold, ~15 min per fold on 1 shared thread.
+  # BTCV: one U-Net on the 18 train patients predicts all 12 test patients, 400 steps x 8 planes.
+  $bin eval --dataset chaos_mr_t2 --methods unet --examples 0 --draws 1 --unet-steps 600 --unet-batch 8 \
+    --unet-features 16 -o reports/chaos_unet > /dev/null
+  $bin eval --dataset btcv_ct --tasks liver,spleen,"left kidney","right kidney",pancreas --methods unet \
+    --examples 0 --draws 1 --unet-steps 400 --unet-batch 8 --unet-features 16 -o reports/btcv_unet > /dev/null
 fi

@@ -2,10 +2,10 @@
 """One Markdown table from several `segicl eval` reports of the same dataset.
 
 Rows: method x number of examples (in the order the reports are given; a (method, x) row already
-taken from an earlier report wins); columns: tasks (in --columns order, default sorted) and the
-mean over tasks; cells: Dice % mean ± std over draws, summarised from the per-case rows exactly as
-`segicl eval` does (mean over cases per draw, then mean and sample std over draws; the task mean
-is taken per draw first).
+taken from an earlier report wins; x = -1 rows, the supervised U-Net, show its label and x "–");
+columns: tasks (in --columns order, default sorted) and the mean over tasks; cells: Dice % mean ±
+std over draws, summarised from the per-case rows exactly as `segicl eval` does (mean over cases
+per draw, then mean and sample std over draws; the task mean is taken per draw first).
 
 --same-cases-as REPORT restricts every report to the (case, draw) pairs that REPORT evaluated, so
 a cheaper run (fewer cases or draws) is compared on identical queries and example draws (the draws
@@ -57,7 +57,7 @@ def main():
     if args.same_cases_as:
         allowed = {(r["case"], r["draw"]) for r in load(args.same_cases_as)["rows"]}
 
-    order, cells, tasks, footers = [], {}, set(), []
+    order, cells, tasks, footers, labels = [], {}, set(), [], {}
     for folder in args.reports:
         metrics = load(folder)
         rows = [r for r in metrics["rows"] if allowed is None or (r["case"], r["draw"]) in allowed]
@@ -69,18 +69,26 @@ def main():
             cells[key] = summary[key]
             tasks.update(t for t in summary[key] if t != "mean")
         options = metrics["options"]
+        if "unet" in options:
+            labels.setdefault("unet", options["unet"]["label"])
         model = options.get("model", {}).get("path", "-")
         cases = len({r["case"] for r in rows})
         draws = len({r["draw"] for r in rows})
         footers.append(f"`{folder}`: model {model}, {cases} query cases, {draws} draws"
                        f"{' (restricted)' if allowed is not None else ''}, x = {options.get('num_examples')}, "
                        f"run {int(metrics.get('seconds', 0))} s")
+        if "unet" in options:
+            unet = options["unet"]
+            footers.append(f"`{folder}`: {unet['label']}: {unet['steps']} steps x {unet['batch_size']} planes per "
+                           f"fold, training " + ", ".join(f"{int(f['train_seconds'])} s" for f in unet["folds"])
+                           + f" on {unet['threads']} thread(s)")
 
     columns = [c for c in args.columns.split(",") if c] or sorted(tasks)
     print("| method | x | " + " | ".join(columns) + " | mean |")
     print("|---|---|" + "---|" * (len(columns) + 1))
     for key in order:
-        line = f"| {key[0]} | {key[1]} |"
+        # x = -1: a method that takes no examples (the supervised U-Net, trained on the support pool).
+        line = f"| {labels.get(key[0], key[0])} | – |" if key[1] < 0 else f"| {key[0]} | {key[1]} |"
         for column in columns + ["mean"]:
             value = cells[key].get(column)
             line += f" {100 * value[0]:.2f} ± {100 * value[1]:.2f} |" if value else " – |"

@@ -97,10 +97,75 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
                     {"max_cases", o.max_cases}, {"ddim_steps", o.ddim_steps}, {"num_samples", o.num_samples},
                     {"with_text", o.with_text}, {"methods", o.methods}, {"resolution", resolution},
                     {"queries", queries}, {"corpus", corpus.root()}};
+  // Method "unet": one U-Net per patient fold, trained on every plane of the fold's support cases
+  // (all tasks at once, one output channel each), predicts the fold's query cases up front.
+  std::map<size_t, torch::Tensor> unet_planes;  // query case -> [N, T, R, R] probabilities
+  if (std::count(o.methods.begin(), o.methods.end(), "unet") > 0) {
+    std::vector<std::string> groups;
+    std::vector<bool> support;
+    for (const auto& c : cases) {
+      groups.push_back(c.item->group);
+      support.push_back(dataset->role != data::Role::kTrain || c.item->split == data::Split::kTrain);
+    }
+    UNetBaselineOptions unet = o.unet;
+    unet.seed = o.seed;
+    const auto folds = split_folds(groups, is_query, support, unet.folds, o.seed);
+    Json fold_rows = Json::array();
+    double total_seconds = 0;
+    for (size_t k = 0; k < folds.size(); ++k) {
+      std::vector<torch::Tensor> images, targets;
+      Json train_ids = Json::array(), query_ids = Json::array();
+      for (size_t c : folds[k].train_cases) {
+        train_ids.push_back(cases[c].item->id);
+        for (int64_t s = 0; s < cases[c].volume.num_slices(); ++s) {
+          images.push_back(data::image_plane(cases[c].volume, s, resolution));
+          auto labels = data::label_plane(cases[c].volume, s, resolution);
+          std::vector<torch::Tensor> channels;
+          for (const auto& task : tasks) channels.push_back(torch::isin(labels, ids_tensor(task.label_ids)));
+          targets.push_back(torch::stack(channels).to(torch::kUInt8));
+        }
+      }
+      logger->info("unet fold {}/{}: training on {} planes of {} cases, predicting {} cases", k + 1, folds.size(),
+                   images.size(), folds[k].train_cases.size(), folds[k].query_cases.size());
+      UNetTrainingReport report;
+      auto net = train_unet(torch::stack(images), torch::stack(targets), unet, "unet-fold" + std::to_string(k), &report);
+      images.clear();
+      targets.clear();
+      for (size_t q : folds[k].query_cases) {
+        query_ids.push_back(cases[q].item->id);
+        std::vector<torch::Tensor> planes;
+        for (int64_t s = 0; s < cases[q].volume.num_slices(); ++s)
+          planes.push_back(data::image_plane(cases[q].volume, s, resolution));
+        unet_planes[q] = predict_unet(net, torch::stack(planes), o.batch_slices);
+      }
+      total_seconds += report.seconds;
+      Json row = report.to_json();
+      row["fold"] = k;
+      row["train_cases"] = train_ids;
+      row["query_cases"] = query_ids;
+      fold_rows.push_back(row);
+      logger->info("unet fold {}/{}: trained in {:.0f} s, final loss {:.4f}", k + 1, folds.size(), report.seconds,
+                   report.final_loss);
+    }
+    result.options["unet"] = {
+        {"label", folds.size() > 1 ? "supervised U-Net (" + std::to_string(folds.size()) + "-fold)"
+                                   : std::string("supervised U-Net (support pool)")},
+        {"steps", unet.steps}, {"batch_size", unet.batch_size}, {"learning_rate", unet.learning_rate},
+        {"base_features", unet.base_features}, {"levels", unet.levels}, {"folds_requested", unet.folds},
+        {"foreground_fraction", unet.foreground_fraction}, {"augment", unet.augment},
+        {"tasks", [&] {
+           Json names = Json::array();
+           for (const auto& t : tasks) names.push_back(t.name);
+           return names;
+         }()},
+        {"threads", torch::get_num_threads()}, {"train_seconds_total", total_seconds}, {"folds", fold_rows}};
+  }
+
   torch::NoGradGuard no_grad;
   if (model) model->eval();
 
-  for (const auto& task : tasks) {
+  for (size_t task_index = 0; task_index < tasks.size(); ++task_index) {
+    const auto& task = tasks[task_index];
     auto ids = ids_tensor(task.label_ids);
     // Support pool: (case, slice) planes containing the structure.
     std::vector<std::pair<int, int64_t>> pool;
@@ -157,11 +222,16 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
             } else if (method == "atlas") {
               if (x == 0) continue;  // no examples, no atlas
               planes = (masks.mean(0) > 0.5).to(torch::kFloat32).expand({n, resolution, resolution}).contiguous();
+            } else if (method == "unet") {
+              // Independent of the examples: scored once per query case.
+              if (x != o.num_examples.front() || draw != 0) continue;
+              planes = unet_planes.at(q).select(1, static_cast<int64_t>(task_index)).contiguous();
             } else {
-              SEGICL_THROW(UsageError, "unknown method '" + method + "'", "", "use segicl or atlas");
+              SEGICL_THROW(UsageError, "unknown method '" + method + "'", "", "use segicl, atlas or unet");
             }
             auto predicted = data::planes_to_source_grid(planes, query.volume) > 0.5;
-            CaseScore row{task.name, method == "segicl" ? o.model_label : method, query.item->id, x, draw};
+            CaseScore row{task.name, method == "segicl" ? o.model_label : method, query.item->id,
+                          method == "unet" ? kSupervisedExamples : x, draw};
             if (o.hd95) {
               auto overlap = compare(predicted, truth, query.spacing);
               row.dice = overlap.dice;
@@ -258,7 +328,10 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
     cells[{r["method"], r["num_examples"]}][r["task"]] = {r["dice_mean"], r["dice_std_over_draws"]};
   for (const auto& m : summary["mean_over_tasks"]) {
     std::pair<std::string, int> key{m["method"], m["num_examples"]};
-    md << "| " << key.first << " ICL-" << key.second << " |";
+    if (key.second == kSupervisedExamples)
+      md << "| " << result.options.at("unet").value("label", key.first) << " |";
+    else
+      md << "| " << key.first << " ICL-" << key.second << " |";
     char cell[64];
     for (const auto& t : tasks) {
       auto it = cells[key].find(t);
@@ -272,6 +345,50 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
     std::snprintf(cell, sizeof cell, " %.2f ± %.2f |\n", 100 * m["dice_mean"].get<double>(),
                   100 * m["dice_std_over_draws"].get<double>());
     md << cell;
+  }
+  if (result.options.contains("unet")) {
+    // Per fold: who trained, who was predicted, how long, and its Dice per task.
+    const Json& unet = result.options["unet"];
+    md << "\n" << unet["label"].get<std::string>() << ": a 2D U-Net (" << unet["levels"].get<int>() << " levels, "
+       << unet["base_features"].get<int>() << " base features, InstanceNorm + LeakyReLU, one sigmoid per task) trained "
+       << "from scratch on every plane of the support patients of its fold only (BCE + soft Dice, Adam with poly "
+       << "decay, " << unet["steps"].get<int>() << " steps of " << unet["batch_size"].get<int>() << " planes, "
+       << unet["threads"].get<int>() << " thread(s)); no query patient is in the training set of the U-Net that "
+       << "predicts it. Scored once per query case (it takes no examples).\n\n| fold | training cases (planes) | "
+       << "query cases | train time (s) |";
+    for (const auto& t : tasks) md << " " << t.substr(t.find('/') + 1) << " |";
+    md << " mean |\n|---|---|---|---|";
+    for (size_t i = 0; i <= tasks.size(); ++i) md << "---|";
+    md << "\n";
+    for (const auto& fold : unet["folds"]) {
+      std::vector<std::string> queries = fold["query_cases"];
+      std::map<std::string, std::vector<double>> per_task;
+      for (const auto& r : result.scores)
+        if (r.method == "unet" && std::find(queries.begin(), queries.end(), r.case_id) != queries.end())
+          per_task[r.task].push_back(r.dice);
+      char cell[96];
+      std::snprintf(cell, sizeof cell, "| %d | %zu (%lld) | %zu | %.0f |", fold["fold"].get<int>(),
+                    fold["train_cases"].size(), static_cast<long long>(fold["planes"].get<int64_t>()), queries.size(),
+                    fold["train_seconds"].get<double>());
+      md << cell;
+      double sum = 0;
+      int counted = 0;
+      for (const auto& t : tasks) {
+        const auto& dices = per_task[t];
+        if (dices.empty()) {
+          md << " |";
+          continue;
+        }
+        double mean = 0;
+        for (double d : dices) mean += d / dices.size();
+        sum += mean;
+        ++counted;
+        std::snprintf(cell, sizeof cell, " %.2f |", 100 * mean);
+        md << cell;
+      }
+      std::snprintf(cell, sizeof cell, " %.2f |\n", counted ? 100 * sum / counted : 0.0);
+      md << cell;
+    }
   }
   if (dataset == "chaos_mr_t2") {
     md << "\nThe paper's Table 1 (columns liver, spleen, left kidney, right kidney, mean; its own data and "

@@ -65,8 +65,19 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--batch-slices", o.batch_slices, "Slices per forward pass")->capture_default_str();
   cmd->add_option("--text", o.with_text, "Give the instruction \"segment the <structure>\"")->capture_default_str();
   cmd->add_option("--hd95", o.hd95, "Also compute HD95 in mm")->capture_default_str();
-  cmd->add_option("--methods", methods, "segicl and/or atlas")->capture_default_str();
-  cmd->add_option("--seed", o.seed, "Seed of the example draws")->capture_default_str();
+  cmd->add_option("--methods", methods, "segicl, atlas and/or unet (supervised U-Net upper bound)")
+      ->capture_default_str();
+  cmd->add_option("--unet-steps", o.unet.steps, "U-Net: training steps per fold")->capture_default_str();
+  cmd->add_option("--unet-batch", o.unet.batch_size, "U-Net: planes per step")->capture_default_str();
+  cmd->add_option("--unet-lr", o.unet.learning_rate, "U-Net: Adam learning rate (poly decay)")->capture_default_str();
+  cmd->add_option("--unet-features", o.unet.base_features, "U-Net: features of the first level")
+      ->capture_default_str();
+  cmd->add_option("--unet-levels", o.unet.levels, "U-Net: resolution levels")->capture_default_str();
+  cmd->add_option("--unet-folds", o.unet.folds, "U-Net: patient folds when queries are also support patients")
+      ->capture_default_str();
+  cmd->add_option("--unet-augment", o.unet.augment, "U-Net: intensity + translation augmentation")
+      ->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Seed of the example draws (and of the U-Net's folds, init, batches)")->capture_default_str();
   cmd->add_option("--label", o.model_label, "Name of the model's rows in the report")->capture_default_str();
   cmd->add_option("-o,--out", out, "Report folder (metrics.json, report.md)")->required();
   cmd->callback([&global] {

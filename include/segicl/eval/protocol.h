@@ -11,6 +11,7 @@
 
 #include "segicl/core/config.h"
 #include "segicl/data/corpus.h"
+#include "segicl/eval/supervised_baseline.h"
 #include "segicl/models/segicl_model.h"
 
 namespace segicl::eval {
@@ -27,9 +28,16 @@ struct ProtocolOptions {
   int batch_slices = 32;             // query slices per forward pass
   bool with_text = true;             // give the instruction "segment the <structure>" too
   bool hd95 = true;                  // also compute HD95 (mm) per volume
-  std::vector<std::string> methods{"segicl", "atlas"};  // "atlas": mean of the example masks > 0.5
+  // "atlas": mean of the example masks > 0.5; "unet": the supervised U-Net (supervised_baseline.h),
+  // trained here on the support pool (patient folds) and scored once per query case.
+  std::vector<std::string> methods{"segicl", "atlas"};
+  UNetBaselineOptions unet;          // method "unet" only; its seed is `seed` (derived by name)
   std::string model_label = "segicl";  // name of the model's rows in the report (e.g. "universeg")
 };
+
+// num_examples of the rows of a method that takes no examples (the supervised U-Net): it is
+// trained on the whole support pool, scored once per query case (draw 0).
+constexpr int kSupervisedExamples = -1;
 
 struct CaseScore {
   std::string task, method, case_id;
@@ -39,7 +47,8 @@ struct CaseScore {
 };
 
 struct ProtocolResult {
-  config::Json options;            // the resolved options, model meta, corpus root
+  config::Json options;            // the resolved options, model meta, corpus root; "unet": folds
+                                   // (train/query cases, training time) when that method ran
   std::vector<CaseScore> scores;   // one row per (task, method, x, draw, case)
   double seconds = 0;
 };
