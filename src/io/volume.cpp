@@ -443,20 +443,29 @@ void check_tiff_directories(const std::string& path) {
   }
 }
 
-// ---- NRRD gzip data ----
+// ---- NRRD data ----
 // ITK 5.2's NrrdIO leaks its gzip stream and buffers (about 60 KB) whenever gzip data fails to
-// decompress or runs short (found by fuzz_meta): a server fed such files would grow without bound.
-// So gzip-encoded data is inflated here first and must yield the `claimed` bytes.
+// decompress or runs short, and its image struct when raw data runs short (found by fuzz_meta):
+// a server fed such files would grow without bound. So raw data must be there in full, and
+// gzip-encoded data is inflated here first and must yield the `claimed` bytes.
 std::optional<std::string> header_field(const std::string& path, const std::string& key,
                                         char separator, bool ignore_case);
 
-void check_nrrd_gzip(const std::string& path, uint64_t claimed) {
+void check_nrrd_data(const std::string& path, uint64_t claimed) {
   const auto encoding = header_field(path, "encoding", ':', true);
-  if (!encoding || (*encoding != "gzip" && *encoding != "gz")) return;
+  if (!encoding) return;
   const std::string bytes = read_file(path);
   size_t start = bytes.find("\n\n");
   if (start == std::string::npos) return;  // no data: NrrdIO refuses it
   start += 2;
+  // Raw data shorter than claimed leaks NrrdIO's image struct too (fuzz_meta).
+  if (*encoding == "raw" && bytes.size() - start < claimed) {
+    SEGICL_THROW(IoError,
+                 "file ends after " + std::to_string(bytes.size() - start) + " of " +
+                     std::to_string(claimed) + " data bytes",
+                 path, kCorruptHint);
+  }
+  if (*encoding != "gzip" && *encoding != "gz") return;
   z_stream stream{};
   if (inflateInit2(&stream, 15 + 32) != Z_OK)  // 15 + 32: gzip or zlib header
     SEGICL_THROW(IoError, "cannot start zlib", path, "");
@@ -796,7 +805,7 @@ Decoded decode(const std::string& path, bool expand_palette) {
     io->ReadImageInformation();
     check_dimensions(path, io);
     const uint64_t claimed = check_claimed_size(path, ext, io);
-    if (ext == ".nrrd") check_nrrd_gzip(path, claimed);
+    if (ext == ".nrrd") check_nrrd_data(path, claimed);
 
     const int stored = static_cast<int>(io->GetNumberOfComponents());
     const int kept = kept_channels(path, stored);

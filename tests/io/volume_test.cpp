@@ -571,8 +571,10 @@ TEST_F(VolumeIo, NiftiWithANanOrientationIsCorruptNotAnAbort) {
 }
 
 TEST_F(VolumeIo, NrrdWithBrokenGzipDataIsCorrupt) {
-  // fuzz_meta: NrrdIO leaks ~60 KB (stream and buffers) on gzip data that fails; checked first now.
+  // fuzz_meta: NrrdIO leaks ~60 KB (stream and buffers) on gzip data that fails, and its image
+  // struct on raw data that runs short; both are checked before ITK reads the data now.
   expect_corrupt(regression("nrrd-bad-gzip-itk-leaks.nrrd"));
+  expect_corrupt(regression("nrrd-short-raw-itk-leaks.nrrd"));
   write_labels(make_labels({6, 5, 4}), path("ok.nrrd"));  // our writer compresses: gzip encoding
   std::string bytes = read_file(path("ok.nrrd"));
   write_file_atomic(path("short.nrrd"), bytes.substr(0, bytes.size() - 12));
