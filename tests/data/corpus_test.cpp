@@ -90,8 +90,9 @@ TEST(Corpus, RealCorpusKeepsOodDatasetsOutOfTraining) {
   auto corpus = Corpus::open(root);
   std::set<std::string> ood = {"chaos_mr_t2", "drive_fundus", "chase_fundus", "drishti_fundus", "drions_fundus", "medscribble"};
   for (const auto& name : ood) ASSERT_NE(corpus.find(name)->role, Role::kTrain) << name;
-  for (const auto& item : TrainingView(corpus, Split::kTrain).cases())
-    EXPECT_FALSE(ood.count(item.dataset->name)) << item.dataset->name;
+  // Named: a range-for over a temporary's cases() read freed stack (ASan stack-use-after-scope).
+  const TrainingView view(corpus, Split::kTrain);
+  for (const auto& item : view.cases()) EXPECT_FALSE(ood.count(item.dataset->name)) << item.dataset->name;
   for (const auto& c : corpus.find("btcv_ct")->cases)
     if (c.group == "0001" || c.group == "0038") EXPECT_EQ(c.split, Split::kTest);
 }

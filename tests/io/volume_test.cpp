@@ -482,6 +482,12 @@ TEST_F(VolumeIo, MhaWhoseDataFileIsElsewhereIsRefused) {
   }
 }
 
+TEST_F(VolumeIo, MhaWithAKeyLongerThanMetaIoCanHoldIsRefused) {
+  // fuzz_meta: a 361-byte key overflowed MetaIO's 255-byte field name (strcpy; glibc's fortify
+  // check aborted the process).
+  expect_corrupt(regression("mha-long-key-overflows-metaio.mha"));
+}
+
 TEST_F(VolumeIo, NrrdWhoseDataFileIsElsewhereIsRefused) {
   for (const char* field : {"data file: /dev/zero", "datafile: other.raw", "Data File: x.raw"}) {
     SCOPED_TRACE(field);
