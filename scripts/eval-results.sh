@@ -46,9 +46,9 @@ if [[ $what == unet || $what == all ]]; then
   # `segicl eval` on the evaluated dataset's support pool only, scored once per query case (it takes
   # no examples). CHAOS: 2-fold cross-validation by patient (each fold trains on 10 patients and
   # predicts the other 10), 600 steps x 8 planes per fold, ~15 min per fold on 1 shared thread.
-  # BTCV: one U-Net on the 18 train patients predicts all 12 test patients, 400 steps x 8 planes.
+  # BTCV: one U-Net on the 18 train patients predicts all 12 test patients, 900 steps x 8 planes.
   $bin eval --dataset chaos_mr_t2 --methods unet --examples 0 --draws 1 --unet-steps 600 --unet-batch 8 \
     --unet-features 16 -o reports/chaos_unet > /dev/null
   $bin eval --dataset btcv_ct --tasks liver,spleen,"left kidney","right kidney",pancreas --methods unet \
-    --examples 0 --draws 1 --unet-steps 400 --unet-batch 8 --unet-features 16 -o reports/btcv_unet > /dev/null
+    --examples 0 --draws 1 --unet-steps 900 --unet-batch 8 --unet-features 16 -o reports/btcv_unet > /dev/null
 fi
