@@ -561,6 +561,17 @@ void check_meta_keys(const std::string& path) {
     if (head.find("ElementDataFile", at) < eq) return;  // the data follows this line
     const size_t eol = head.find('\n', eq);
     if (eol == std::string::npos) return;
+    // NDims = -10 made MetaIO loop for good (fuzz_meta): it must be a small positive integer.
+    std::string key = head.substr(at, eq - at);
+    key.erase(key.find_last_not_of(" \t") + 1);
+    if (key == "NDims") {
+      std::istringstream value(head.substr(eq + 1, eol - eq - 1));
+      int dims = 0;
+      std::string rest;
+      if (!(value >> dims) || dims < 1 || dims > 10 || (value >> rest)) {
+        SEGICL_THROW(IoError, "MetaImage header has an invalid NDims", path, kCorruptHint);
+      }
+    }
     at = eol + 1;
   }
 }

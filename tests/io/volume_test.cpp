@@ -488,6 +488,13 @@ TEST_F(VolumeIo, MhaWithAKeyLongerThanMetaIoCanHoldIsRefused) {
   expect_corrupt(regression("mha-long-key-overflows-metaio.mha"));
 }
 
+TEST_F(VolumeIo, MhaWithANegativeNDimsIsRefused) {
+  // fuzz_meta: NDims = -10 made MetaIO's header reader loop without end.
+  expect_corrupt(regression("mha-negative-ndims-hangs-metaio.mha"));
+  // A corrupt NRRD on which NrrdIO leaks (tests/sanitizer/lsan.supp) still fails cleanly.
+  expect_corrupt(regression("nrrd-itk-leaks-on-error.nrrd"));
+}
+
 TEST_F(VolumeIo, NrrdWhoseDataFileIsElsewhereIsRefused) {
   for (const char* field : {"data file: /dev/zero", "datafile: other.raw", "Data File: x.raw"}) {
     SCOPED_TRACE(field);
