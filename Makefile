@@ -14,27 +14,38 @@ ASAN_FLAGS = -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-
 SANITIZER_ENV = UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$(CURDIR)/tests/sanitizer/ubsan.supp \
   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp
 
-.PHONY: deps build test test-asan fuzz-build fuzz test-unit demo clean
+.PHONY: deps build noitk test test-asan fuzz-build fuzz test-unit demo clean
 
 deps:
 	bash scripts/install-deps.sh
 
 build: deps
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DSEGICL_NOITK_BINARY=$(abspath $(BUILD))-noitk/bin/segicl $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: build fuzz-build
+# The GPU machine's configuration (scripts/gpu-build.sh: no ITK, header dependencies from the
+# travelling folder of scripts/gpu-deps.sh) built against Debian's CPU LibTorch; the integration
+# test NoItkBuild.* checks that it trains bit-identically to the main build.
+noitk: deps
+	test -d $(BUILD)-noitk-deps || bash scripts/gpu-deps.sh $(BUILD)-noitk-deps
+	SEGICL_DEPS_DIR=$(abspath $(BUILD))-noitk-deps SEGICL_CMAKE_FLAGS=-DSEGICL_FORCE_DEPS_DIR=ON \
+	  bash scripts/gpu-build.sh $(BUILD)-noitk
+
+test: build noitk fuzz-build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 	cd $(BUILD)-fuzz && ctest --output-on-failure -j $(JOBS) -L fuzz
 
 # libFuzzer targets (fuzz/README.md), built with clang, ASan and UBSan in $(BUILD)-fuzz.
 fuzz-build: deps
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -G Ninja $(FUZZ_FLAGS) -DSEGICL_BUILD_TESTS=OFF \
-	  -DSEGICL_BUILD_FUZZ=ON -DSEGICL_FUZZ_SMOKE_SECONDS=$(FUZZ_SECONDS) $(CMAKE_FLAGS)
+	  -DSEGICL_BUILD_FUZZ=ON -DSEGICL_FUZZ_SMOKE=ON -DSEGICL_FUZZ_SMOKE_SECONDS=$(FUZZ_SECONDS) $(CMAKE_FLAGS)
 	cmake --build $(BUILD)-fuzz -j $(JOBS) --target segicl_fuzz
 
-# Every fuzz target for FUZZ_SECONDS, JOBS at a time; what they learn stays in $(BUILD)-fuzz/fuzz-corpus.
+# Every fuzz target for FUZZ_SECONDS with a random seed, JOBS at a time; what they learn stays in
+# $(BUILD)-fuzz/fuzz-corpus. (make test's smoke run is the reproducible one: fixed seed and count.)
 fuzz: fuzz-build
+	cmake -S . -B $(BUILD)-fuzz -DSEGICL_FUZZ_SMOKE=OFF
 	cd $(BUILD)-fuzz && ctest --output-on-failure -j $(JOBS) -L fuzz
 
 # The unit tests built with ASan + UBSan (gcc) in $(BUILD)-asan. Not part of `make test` (it would
@@ -52,4 +63,4 @@ demo: build
 	bash scripts/demo.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-noitk $(BUILD)-noitk-deps $(BUILD)-fuzz $(BUILD)-asan

@@ -2,13 +2,18 @@
 # Runs one libFuzzer target for a bounded time on its seeds (fuzz/corpus/<target>) plus a scratch
 # corpus that keeps what it learns between runs. Exit 0: no finding; otherwise the crashing input
 # is saved as <scratch>-crash-* (or -leak-, -timeout-, -oom-) and libFuzzer's report is printed.
-#   fuzz/run.sh FUZZER SECONDS SCRATCH_DIR [libFuzzer flags...]
+#   fuzz/run.sh [--fresh] FUZZER SECONDS SCRATCH_DIR [libFuzzer flags...]
 #   e.g. fuzz/run.sh build-fuzz/fuzz/fuzz_pack 600 /tmp/segicl-fuzz/fuzz_pack
+# --fresh empties SCRATCH_DIR (and its findings) first: the smoke run of `make test` starts from
+# the seeds alone, as on a clean clone, and passes -seed and -runs so it is reproducible.
 set -euo pipefail
+fresh=0
+if [ "${1:-}" = --fresh ]; then fresh=1; shift; fi
 fuzzer=$1 seconds=$2 scratch=$3
 shift 3
 name=$(basename "$fuzzer")
 seeds="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/corpus/$name"
+if [ "$fresh" = 1 ]; then rm -rf "$scratch" "$scratch"-*; fi
 mkdir -p "$scratch"
 # One ITK and one torch thread: the smoke runs share the machine with the other tests.
 export ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 OMP_NUM_THREADS=1

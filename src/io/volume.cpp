@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -544,40 +545,92 @@ std::optional<std::string> header_field(const std::string& path, const std::stri
   return std::nullopt;
 }
 
-// MetaIO copies each header key into a fixed 255-byte field with strcpy: a longer key overflowed
-// it (glibc's fortify check aborted the process; fuzz_meta). Keys run from a line start to '='.
-void check_meta_keys(const std::string& path) {
+// MetaIO trusts its header: a key longer than its 255-byte field overflowed it (strcpy), NDims =
+// -10 made it loop for good, a repeated or malformed NDims/DimSize/ElementType let it write past
+// the buffer ITK had sized from the header (heap corruption under fuzz_meta). So the header is
+// checked here first, as MetaIO's own writer and ITK's write it: `Key = Value` lines up to
+// `ElementDataFile`, each key once, NDims before the per-axis keys, which then hold exactly NDims
+// (matrices NDims^2) finite numbers. Unknown keys (ITK writes its metadata dictionary as keys)
+// are allowed with short values.
+void check_meta_header(const std::string& path) {
+  auto corrupt = [&](const std::string& what) {
+    SEGICL_THROW(IoError, "MetaImage header: " + what, path, kCorruptHint);
+  };
   std::ifstream in(path, std::ios::binary);
-  std::string head(64 * 1024, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<size_t>(in.gcount()));
-  for (size_t at = 0; at < head.size();) {
-    const size_t eq = head.find('=', at);
-    if (eq == std::string::npos) return;
-    if (eq - at > 200) {
-      SEGICL_THROW(IoError, "MetaImage header has a key of " + std::to_string(eq - at) + " bytes",
-                   path, kCorruptHint);
-    }
-    if (head.find("ElementDataFile", at) < eq) return;  // the data follows this line
-    const size_t eol = head.find('\n', eq);
-    if (eol == std::string::npos) return;
-    // NDims = -10 made MetaIO loop for good (fuzz_meta): it must be a small positive integer.
-    std::string key = head.substr(at, eq - at);
-    key.erase(key.find_last_not_of(" \t") + 1);
-    if (key == "NDims") {
-      std::istringstream value(head.substr(eq + 1, eol - eq - 1));
-      int dims = 0;
-      std::string rest;
-      if (!(value >> dims) || dims < 1 || dims > 10 || (value >> rest)) {
-        SEGICL_THROW(IoError, "MetaImage header has an invalid NDims", path, kCorruptHint);
+  std::string line;
+  std::set<std::string> seen;
+  int dims = 0;
+  auto numbers = [&](const std::string& key, const std::string& value, size_t count, bool integers) {
+    std::istringstream values(value);
+    std::vector<double> parsed;
+    std::string word;
+    while (values >> word) {
+      char* end = nullptr;
+      const double number = std::strtod(word.c_str(), &end);
+      if (end != word.c_str() + word.size() || !std::isfinite(number)) corrupt(key + " holds '" + shorten(word) + "'");
+      if (integers && (number != std::floor(number) || number < 1 || number > 1e9)) {
+        corrupt(key + " must hold positive integers");
       }
+      parsed.push_back(number);
     }
-    at = eol + 1;
+    if (parsed.size() != count) {
+      corrupt(key + " holds " + std::to_string(parsed.size()) + " values, NDims = " + std::to_string(dims) +
+              " asks for " + std::to_string(count));
+    }
+  };
+  static const std::set<std::string> kPerAxis = {"DimSize", "ElementSpacing", "ElementSize", "Offset",
+                                                 "Position", "Origin", "CenterOfRotation"};
+  static const std::set<std::string> kMatrices = {"TransformMatrix", "Rotation", "Orientation"};
+  static const std::set<std::string> kBooleans = {"BinaryData", "CompressedData", "BinaryDataByteOrderMSB",
+                                                  "ElementByteOrderMSB"};
+  static const std::set<std::string> kElementTypes = {
+      "MET_UCHAR", "MET_CHAR", "MET_USHORT", "MET_SHORT",     "MET_UINT",      "MET_INT",
+      "MET_FLOAT", "MET_DOUBLE", "MET_LONG", "MET_ULONG", "MET_LONG_LONG", "MET_ULONG_LONG"};
+  for (int lines = 0; std::getline(in, line); ++lines) {
+    if (lines >= 200) corrupt("more than 200 header lines before ElementDataFile");
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos) corrupt("line " + std::to_string(lines + 1) + " is not 'Key = Value'");
+    std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+    key.erase(key.find_last_not_of(" \t") + 1);
+    key.erase(0, std::min(key.size(), key.find_first_not_of(" \t")));
+    value.erase(0, std::min(value.size(), value.find_first_not_of(" \t")));
+    value.erase(value.find_last_not_of(" \t") + 1);
+    const bool key_ok = !key.empty() && key.size() <= 64 && std::all_of(key.begin(), key.end(), [](unsigned char c) {
+      return std::isalnum(c) || c == '_';
+    });
+    if (!key_ok) corrupt("line " + std::to_string(lines + 1) + " has no valid key");
+    if (value.size() > 200 ||
+        !std::all_of(value.begin(), value.end(), [](unsigned char c) { return c == '\t' || (c >= 32 && c < 127); })) {
+      corrupt(key + " has a value MetaIO cannot hold");
+    }
+    if (!seen.insert(key).second) corrupt(key + " appears twice");
+    if (key == "ElementDataFile") {
+      if (!seen.count("DimSize")) corrupt("no DimSize before ElementDataFile");
+      if (!seen.count("ElementType")) corrupt("no ElementType before ElementDataFile");
+      return;
+    }
+    if (key == "NDims") {
+      std::istringstream text(value);
+      std::string rest;
+      if (!(text >> dims) || dims < 1 || dims > 10 || (text >> rest)) corrupt("NDims must be 1 to 10");
+    } else if (kPerAxis.count(key) || kMatrices.count(key)) {
+      if (dims == 0) corrupt(key + " comes before NDims");
+      numbers(key, value, kMatrices.count(key) ? static_cast<size_t>(dims * dims) : static_cast<size_t>(dims),
+              key == "DimSize");
+    } else if (kBooleans.count(key)) {
+      if (value != "True" && value != "False") corrupt(key + " must be True or False");
+    } else if (key == "ElementType") {
+      if (!kElementTypes.count(value)) corrupt("unknown ElementType '" + shorten(value) + "'");
+    } else if (key == "ElementNumberOfChannels") {
+      numbers(key, value, 1, true);
+    }
   }
+  corrupt("no ElementDataFile line");
 }
 
 void check_data_is_local(const std::string& path, const std::string& ext) {
-  if (ext == ".mha" || ext == ".mhd") check_meta_keys(path);
+  if (ext == ".mha" || ext == ".mhd") check_meta_header(path);
   if (ext == ".mha") {
     const auto file = header_field(path, "ElementDataFile", '=', false);
     std::string lower = file.value_or("local");
@@ -631,7 +684,10 @@ void check_mha_length(const std::string& path) {
     } else if (key == "CompressedData") {
       compressed_data = value == "True";
     } else if (key == "CompressedDataSize") {
-      values >> compressed;
+      // MetaIO allocates this many bytes as given: -10 asked new[] for 2^64 - 10 (fuzz_meta).
+      if (!(values >> compressed) || compressed <= 0) {
+        SEGICL_THROW(IoError, "MetaImage header has an invalid CompressedDataSize", path, kCorruptHint);
+      }
     } else if (key == "ElementNumberOfChannels") {
       values >> channels;
     } else if (key == "ElementType") {

@@ -465,12 +465,14 @@ TEST_F(VolumeIo, NiftiWhoseSizesOverflowIsCorrupt) {
 
 TEST_F(VolumeIo, MhaWhoseDataFileIsElsewhereIsRefused) {
   // fuzz_meta: ElementDataFile pointing at another file made MetaIO read it (and leak); through
-  // an upload, any path the server can open. The input is kept as fuzz_meta found it.
-  for (const std::string& file : {regression("mha-data-file-not-local.mha"), path("zero.mha")}) {
-    SCOPED_TRACE(file);
-    if (file == path("zero.mha"))
-      write_file_atomic(file, "ObjectType = Image\nNDims = 2\nDimSize = 4 4\n"
-                              "ElementType = MET_UCHAR\nElementDataFile = /dev/zero\n");
+  // an upload, any path the server can open. The input is kept as fuzz_meta found it (its header
+  // is now refused earlier, for "CompressedData = Truc").
+  expect_corrupt(regression("mha-data-file-not-local.mha"));
+  for (const char* data_file : {"/dev/zero", "other.raw"}) {
+    const std::string file = path("elsewhere.mha");
+    SCOPED_TRACE(data_file);
+    write_file_atomic(file, std::string("ObjectType = Image\nNDims = 2\nDimSize = 4 4\n"
+                                        "ElementType = MET_UCHAR\nElementDataFile = ") + data_file + "\n");
     try {
       read_image(file);
       FAIL() << "expected IoError";
@@ -493,6 +495,42 @@ TEST_F(VolumeIo, MhaWithANegativeNDimsIsRefused) {
   expect_corrupt(regression("mha-negative-ndims-hangs-metaio.mha"));
   // A corrupt NRRD on which NrrdIO leaks (tests/sanitizer/lsan.supp) still fails cleanly.
   expect_corrupt(regression("nrrd-itk-leaks-on-error.nrrd"));
+}
+
+TEST_F(VolumeIo, MhaWithANegativeCompressedDataSizeIsRefused) {
+  // fuzz_meta: CompressedDataSize = -10 made MetaIO allocate 2^64 - 10 bytes.
+  expect_corrupt(regression("mha-negative-compressed-size.mha"));
+  // An unknown, corrupt key on which MetaIO leaks a field record (tests/sanitizer/lsan.supp)
+  // still fails cleanly.
+  expect_corrupt(regression("mha-bad-key-metaio-leaks.mha"));
+}
+
+TEST_F(VolumeIo, MhaHeadersMetaIoWouldMisreadAreRefused) {
+  // fuzz_meta: a header with NDims twice, a malformed BinaryData line and no ElementDataFile line
+  // made MetaIO write past the buffer ITK had sized (heap corruption, seen under valgrind).
+  expect_corrupt(regression("mha-malformed-header-metaio-overflows.mha"));
+  const std::string good = "ObjectType = Image\nNDims = 2\nDimSize = 2 2\nElementType = MET_UCHAR\n";
+  const std::pair<const char*, std::string> cases[] = {
+      {"no ElementDataFile line", good},
+      {"appears twice", "NDims = 2\n" + good + "ElementDataFile = LOCAL\n"},
+      {"DimSize holds 3 values", "ObjectType = Image\nNDims = 2\nDimSize = 2 2 2\nElementType = MET_UCHAR\n"
+                                 "ElementDataFile = LOCAL\n"},
+      {"comes before NDims", "DimSize = 2 2\nNDims = 2\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"},
+      {"is not 'Key = Value'", "ObjectType = Image\nNDims 2\nElementDataFile = LOCAL\n"},
+      {"ElementSpacing holds 'nan'", good + "ElementSpacing = nan 1\nElementDataFile = LOCAL\n"},
+      {"unknown ElementType", "NDims = 2\nDimSize = 2 2\nElementType = MET_WHAT\nElementDataFile = LOCAL\n"},
+  };
+  for (const auto& [message, header] : cases) {
+    SCOPED_TRACE(message);
+    write_file_atomic(path("bad.mha"), header);
+    try {
+      read_image(path("bad.mha"));
+      FAIL() << "expected IoError";
+    } catch (const IoError& e) {
+      EXPECT_TRUE(contains(e.message(), message)) << e.message();
+      EXPECT_TRUE(contains(e.hint(), "truncated or corrupt")) << e.hint();
+    }
+  }
 }
 
 TEST_F(VolumeIo, NrrdWhoseDataFileIsElsewhereIsRefused) {
