@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Builds the segicl CLI against the LibTorch bundled in an installed PyTorch (CUDA), without ITK,
 # with header dependencies from .gpu-deps (scripts/gpu-deps.sh). Usage: scripts/gpu-build.sh [BUILD_DIR]
+# Without a PyTorch in python3 (this Debian machine) it builds the same configuration against the
+# system LibTorch on the CPU: `make noitk` does that so CI compiles and tests the GPU configuration.
 set -euo pipefail
 build=${1:-build-gpu}
-prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+if ! prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2> /dev/null); then
+  prefix=""
+  echo "gpu-build: no PyTorch in python3; building against the system LibTorch (CPU only)"
+fi
 deps=${SEGICL_DEPS_DIR:-$PWD/.gpu-deps}
 export PATH=/usr/local/cuda/bin:$PATH
 # nccl.h for c10d's ProcessGroupNCCL (multi-GPU `segicl train --nproc N`): PyTorch's nvidia-nccl

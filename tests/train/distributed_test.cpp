@@ -37,8 +37,8 @@ struct Child {
 };
 
 Child spawn_segicl(const std::vector<std::string>& args, const fs::path& log,
-                   const std::vector<std::string>& extra_env = {}) {
-  std::vector<std::string> storage{SEGICL_BIN};
+                   const std::vector<std::string>& extra_env = {}, const std::string& binary = SEGICL_BIN) {
+  std::vector<std::string> storage{binary};
   storage.insert(storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : storage) argv.push_back(a.data());
@@ -61,9 +61,9 @@ Child spawn_segicl(const std::vector<std::string>& args, const fs::path& log,
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   Child child;
   child.log = log;
-  int error = posix_spawn(&child.pid, SEGICL_BIN, &actions, nullptr, argv.data(), envp.data());
+  int error = posix_spawn(&child.pid, binary.c_str(), &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) throw std::runtime_error("cannot start " + std::string(SEGICL_BIN));
+  if (error != 0) throw std::runtime_error("cannot start " + binary);
   return child;
 }
 
@@ -146,8 +146,8 @@ class Distributed : public ::testing::Test {
             "--dist-timeout",
             "30"};
   }
-  int run(std::vector<std::string> args, const std::string& log_name) {
-    auto child = spawn_segicl(args, dir_ / log_name);
+  int run(std::vector<std::string> args, const std::string& log_name, const std::string& binary = SEGICL_BIN) {
+    auto child = spawn_segicl(args, dir_ / log_name, {}, binary);
     int code = wait_for(child);
     if (code != 0) ADD_FAILURE() << log_name << ":\n" << text_of(child.log);
     return code;
@@ -353,5 +353,40 @@ TEST_F(Distributed, ResumeOnOneProcessContinuesATwoProcessRun) {
   EXPECT_EQ(meta["step"], 4);
   EXPECT_EQ(meta["train"]["batch_size"], 4) << "the global batch of 4 is kept on one process";
 }
+
+#ifdef SEGICL_NOITK_BIN
+// The GPU machine's build configuration (scripts/gpu-build.sh: no ITK, header-only dependencies
+// from the travelling folder), built here by `make noitk` against the same CPU LibTorch: it must
+// train exactly like the main build, and refuse image files with a clear error instead of crashing.
+using NoItkBuild = Distributed;
+
+TEST_F(NoItkBuild, TrainsBitIdenticallyToTheMainBuild) {
+  ASSERT_TRUE(fs::exists(SEGICL_NOITK_BIN)) << SEGICL_NOITK_BIN << " is missing: run `make noitk`";
+  ASSERT_EQ(run(train_args("crossconv-tiny", "main", 2, 3), "main.log"), 0);
+  ASSERT_EQ(run(train_args("crossconv-tiny", "noitk", 2, 3), "noitk.log", SEGICL_NOITK_BIN), 0);
+  auto a = weights_of("main"), b = weights_of("noitk");
+  EXPECT_EQ(largest_difference(a, b), 0.0) << "same seed, same LibTorch, 1 thread: the builds must agree";
+  // Teeth: a different seed lands elsewhere.
+  auto other = train_args("crossconv-tiny", "seed7", 2, 3);
+  other.insert(other.end(), {"--seed", "7"});
+  ASSERT_EQ(run(other, "seed7.log", SEGICL_NOITK_BIN), 0);
+  EXPECT_GT(largest_difference(a, weights_of("seed7")), 0.0);
+}
+
+TEST_F(NoItkBuild, RefusesImageFilesWithAClearError) {
+  ASSERT_TRUE(fs::exists(SEGICL_NOITK_BIN)) << SEGICL_NOITK_BIN << " is missing: run `make noitk`";
+  const std::string sample = std::string(SEGICL_SOURCE_DIR) + "/data/samples/chaos_mr_t2/images/chaos_mr_t2_p02.nii.gz";
+  const std::string model = std::string(SEGICL_SOURCE_DIR) + "/models/segicl-crossconv.pt";
+  auto child = spawn_segicl({"segment", sample, "--model", model, "-o", (dir_ / "mask.nii.gz").string(), "--text",
+                             "segment the liver"},
+                            dir_ / "segment.log", {}, SEGICL_NOITK_BIN);
+  const int code = wait_for(child);
+  const std::string log = text_of(child.log);
+  EXPECT_GT(code, 0) << log;
+  EXPECT_LT(code, 128) << "killed by a signal:\n" << log;
+  EXPECT_NE(log.find("ITK"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(dir_ / "mask.nii.gz"));
+}
+#endif
 
 }  // namespace segicl::train
