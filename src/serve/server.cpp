@@ -527,13 +527,18 @@ struct Server::Impl {
   void install_routes() {
     auto logger = log::get("serve");
     // httplib's pool runs every connection; beyond the admission queue's capacity, extra threads
-    // keep health/model answering while the model is busy.
-    const int threads = options.workers + options.queue + 4;
+    // keep health/model answering while the model is busy. httplib 0.11 has no whole-request
+    // deadline, so a client sending its body slowly holds a thread for as long as it likes; 12
+    // such clients stalled a pool of 9 for 50 s (reports/RELIABILITY.md). A waiting thread costs
+    // only its stack, so 32 more are kept for slow connections.
+    constexpr int kSlowConnectionHeadroom = 32;
+    const int threads = options.workers + options.queue + 4 + kSlowConnectionHeadroom;
     http.new_task_queue = [threads] {
       return new httplib::ThreadPool(static_cast<size_t>(threads));
     };
     http.set_payload_max_length(static_cast<size_t>(options.max_upload_mb) * 1024 * 1024);
-    http.set_read_timeout(60);
+    // A client silent for 20 s is gone (a slow one still trickling bytes is not; see above).
+    http.set_read_timeout(20);
     // One request per connection. Every connection holds one of the few pool threads while it
     // lives, so idle keep-alive connections starved the others under load; and a refusal made
     // before the body is read (413, 401) must end the connection, or the unread body would be
