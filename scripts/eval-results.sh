@@ -4,7 +4,7 @@
 # report folder (metrics.json with every per-case row, report.md); RESULTS.md's tables come from
 # scripts/results-table.py over those folders and its figures from scripts/plot-results.py.
 # Cost on the 2-core machine (two runs side by side, 1 thread each): ~40 min for CHAOS.
-# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|unet|all]
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|unet|all]
 set -euo pipefail
 build=${1:-build}
 what=${2:-all}
@@ -18,11 +18,11 @@ universeg=models/universeg-baseline.pt
 
 if [[ $what == chaos || $what == all ]]; then
   # Table 1: CHAOS MR T2 (OOD: never trained on), all 20 patients, 5 draws, ours + atlas prior.
-  spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0,1,3,5 --draws 5 \
+  spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0,1,3 --draws 5 \
     -o reports/chaos_crossconv
   # The UniverSeg-architecture baseline costs ~4x more per slice: first 10 patients, 2 draws (the
   # same queries and example draws as ours; compare with results-table.py --same-cases-as).
-  spawn $bin eval --model $universeg --label universeg --methods segicl --dataset chaos_mr_t2 --examples 1,3,5 \
+  spawn $bin eval --model $universeg --label universeg --methods segicl --dataset chaos_mr_t2 --examples 1,3 \
     --draws 2 --cases 10 -o reports/chaos_universeg
   finish
 fi
@@ -40,6 +40,17 @@ if [[ $what == medscribble || $what == all ]]; then
   spawn $bin eval --model $universeg --label universeg --methods segicl --dataset medscribble --examples 1,3 \
     --draws 3 -o reports/medscribble_universeg
   finish
+fi
+if [[ $what == fundus || $what == all ]]; then
+  # Fig. 5 style, OOD modality (fundus photographs, never trained on): vessels (DRIVE, CHASE_DB1),
+  # optic disc (DRIONS-DB), optic disc rim and cup (Drishti-GS); first 10 query images, 3 draws.
+  for d in drive_fundus drions_fundus drishti_fundus chase_fundus; do
+    spawn $bin eval --model $ours --label segicl-crossconv --dataset $d --examples 0,1,3,5 --draws 3 --cases 10 \
+      -o reports/${d%_fundus}_crossconv
+    spawn $bin eval --model $universeg --label universeg --methods segicl --dataset $d --examples 1,3,5 --draws 3 \
+      --cases 10 -o reports/${d%_fundus}_universeg
+    finish
+  done
 fi
 if [[ $what == unet || $what == all ]]; then
   # Baseline 3 (supervised upper bound): a 2D U-Net (4 levels, 16 base features) trained inside

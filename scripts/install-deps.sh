@@ -5,6 +5,7 @@
 set -euo pipefail
 
 # clang + libclang-rt-14-dev (libFuzzer) + llvm (llvm-symbolizer) build and run fuzz/ (`make test`).
+# python3-matplotlib draws the figures of reports/RESULTS.md (scripts/plot-results.py).
 PACKAGES=(
   build-essential cmake ninja-build ccache mold pkg-config
   libtorch-dev libopenblas0-pthread libgloo-dev
@@ -13,7 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev zstd libcpp-httplib-dev libpng-dev libjpeg62-turbo-dev
   clang libclang-rt-14-dev llvm
-  python3-nibabel python3-numpy time
+  python3-nibabel python3-numpy python3-matplotlib time
   chromium
 )
 # The web page's build step (npm) and its headless test (node): a node that is already there
