@@ -34,7 +34,7 @@ def main():
             summary = json.load(f)["summary"]
         seen = set()
         for row in summary["per_task"]:
-            key = (row["task"].split("/")[-1], row["method"])
+            key = (row["task"].split("/", 1)[-1], row["method"])
             if key in curves and key not in seen:
                 continue  # already drawn from an earlier report
             seen.add(key)

@@ -30,7 +30,7 @@ def summarize(rows):
     groups = {}
     for r in rows:
         key = (r["method"], r["num_examples"])
-        groups.setdefault(key, {}).setdefault(r["task"].split("/")[-1], {}).setdefault(r["draw"], []).append(r["dice"])
+        groups.setdefault(key, {}).setdefault(r["task"].split("/", 1)[-1], {}).setdefault(r["draw"], []).append(r["dice"])
     out = {}
     for key, tasks in groups.items():
         cells, per_draw = {}, {}

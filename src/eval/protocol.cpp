@@ -167,9 +167,16 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   for (size_t task_index = 0; task_index < tasks.size(); ++task_index) {
     const auto& task = tasks[task_index];
     auto ids = ids_tensor(task.label_ids);
+    // A case belongs to this task unless it names its own (medscribble: every case is one task's,
+    // and all of them use label 1, so without this every task would draw examples and queries from
+    // all twelve).
+    auto in_task = [&](const LoadedCase& c) {
+      return c.item->task.empty() || dataset->name + "/" + c.item->task == task.name;
+    };
     // Support pool: (case, slice) planes containing the structure.
     std::vector<std::pair<int, int64_t>> pool;
     for (size_t c = 0; c < cases.size(); ++c) {
+      if (!in_task(cases[c])) continue;
       if (dataset->role == data::Role::kTrain && cases[c].item->split != data::Split::kTrain) continue;
       for (int64_t s = 0; s < cases[c].volume.num_slices(); ++s)
         if (torch::isin(data::label_plane(cases[c].volume, s, resolution), ids).sum().item<int64_t>() >= 3)
@@ -179,7 +186,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
     for (int x : o.num_examples) {
       for (int draw = 0; draw < o.draws; ++draw) {
         for (size_t q = 0; q < cases.size(); ++q) {
-          if (!is_query[q]) continue;
+          if (!is_query[q] || !in_task(cases[q])) continue;
           const auto& query = cases[q];
           std::mt19937_64 rng(derive_seed(o.seed, task.name + "/" + std::to_string(x) + "/" + std::to_string(draw) + "/" +
                                                       query.item->id));

@@ -70,4 +70,50 @@ TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
   fs::remove_all(root);
 }
 
+TEST(Protocol, CasesWithTheirOwnTaskAreOnlyQueriedAndDrawnWithinIt) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  // medscribble's shape: every case names its own task, all use label 1. Task A's square is top
+  // left, task B's bottom right: an atlas drawn across tasks would score 0 on the other's cases.
+  fs::path root = fs::temp_directory_path() / ("segicl_protocol_tasks_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "mix" / "images");
+  fs::create_directories(root / "mix" / "labels");
+  std::string cases;
+  for (int i = 0; i < 4; ++i) {
+    const bool task_a = i < 2;
+    io::Volume image;
+    image.dims = 2;
+    image.size = {40, 40, 1};
+    image.voxels.assign(1600, 10.0f);
+    io::LabelMap labels;
+    labels.dims = 2;
+    labels.size = {40, 40, 1};
+    labels.labels.assign(1600, 0);
+    const int offset = task_a ? 2 : 22;
+    for (int y = offset; y < offset + 16; ++y)
+      for (int x = offset; x < offset + 16; ++x) labels.labels[y * 40 + x] = 1, image.voxels[y * 40 + x] = 200.0f;
+    std::string id = "c" + std::to_string(i);
+    io::write_image(image, (root / "mix" / "images" / (id + ".png")).string());
+    io::write_labels(labels, (root / "mix" / "labels" / (id + ".png")).string());
+    cases += std::string(i ? "," : "") + R"({"id": ")" + id + R"(", "group": ")" + id + R"(", "image": "images/)" + id +
+             R"(.png", "label": "labels/)" + id + R"(.png", "task": ")" + (task_a ? "A/square" : "B/square") +
+             R"(", "labels": {"1": "square"}})";
+  }
+  std::ofstream(root / "mix" / "dataset.json") << R"({"name": "mix", "dims": 2, "labels": {"1": "target"}, "cases": [)"
+                                               << cases << "]}";
+  auto corpus = data::Corpus::open(root.string());
+  ProtocolOptions o;
+  o.dataset = "mix";
+  o.num_examples = {1};
+  o.draws = 3;
+  o.methods = {"atlas"};
+  auto result = run_protocol(corpus, nullptr, o);
+  ASSERT_EQ(result.scores.size(), 4u * 3) << "each case is a query of its own task only";
+  for (const auto& row : result.scores) {
+    EXPECT_NEAR(row.dice, 1.0, 1e-9) << row.task << " " << row.case_id;
+    EXPECT_EQ(row.task, (row.case_id == "c0" || row.case_id == "c1") ? "mix/A/square" : "mix/B/square");
+  }
+  fs::remove_all(root);
+}
+
 }  // namespace segicl::eval
