@@ -194,9 +194,14 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
           for (const auto& p : pool)
             if (cases[p.first].item->group != query.item->group) eligible.push_back(p);
           std::shuffle(eligible.begin(), eligible.end(), rng);
-          if (static_cast<int>(eligible.size()) < x)
-            SEGICL_THROW(DataError, "support pool of " + task.name + " has only " + std::to_string(eligible.size()) +
-                                        " slices for x = " + std::to_string(x), "", "use fewer examples");
+          if (static_cast<int>(eligible.size()) < x) {
+            // A small task (medscribble's SCD has 3 images: 2 besides the query) cannot give x
+            // examples: no row, said once, rather than ending the whole run.
+            if (draw == 0)
+              logger->warn("{}: only {} support slices outside {}'s patient, fewer than x = {}: not scored", task.name,
+                           eligible.size(), query.item->id, x);
+            continue;
+          }
           std::vector<torch::Tensor> ctx_images, ctx_masks;
           for (int i = 0; i < x; ++i) {
             const auto& [c, s] = eligible[i];
