@@ -4,7 +4,7 @@
 # report folder (metrics.json with every per-case row, report.md); RESULTS.md's tables come from
 # scripts/results-table.py over those folders and its figures from scripts/plot-results.py.
 # Cost on the 2-core machine (two runs side by side, 1 thread each): ~40 min for CHAOS.
-# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|unet|all]
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|ablation|unet|all]
 set -euo pipefail
 build=${1:-build}
 what=${2:-all}
@@ -31,6 +31,10 @@ if [[ $what == btcv || $what == all ]]; then
   $bin eval --model $ours --label segicl-crossconv --dataset btcv_ct \
     --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 2 --cases 3 \
     -o reports/btcv_crossconv > /dev/null
+  # The UniverSeg-architecture baseline on the same 3 patients, first draw only (4x the cost).
+  $bin eval --model $universeg --label universeg --methods segicl --dataset btcv_ct \
+    --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 1 --cases 3 \
+    -o reports/btcv_universeg > /dev/null
 fi
 if [[ $what == medscribble || $what == all ]]; then
   # Broad few-shot suite: MedScribble (eval role, never trained on), 12 2D tasks of 3-5 images each;
@@ -53,6 +57,14 @@ if [[ $what == fundus || $what == all ]]; then
       --draws 5 -o reports/${d%_fundus}_universeg
     finish
   done
+fi
+if [[ $what == ablation || $what == all ]]; then
+  # The shipped model without the instruction, and with 4 flipped passes averaged (MedScribble).
+  spawn $bin eval --model $ours --label segicl-crossconv-notext --dataset medscribble --examples 1,3 --draws 5 \
+    --text false --methods segicl -o reports/ablation_medscribble_notext
+  spawn $bin eval --model $ours --label segicl-crossconv-4flips --dataset medscribble --examples 1,3 --draws 5 \
+    --samples 4 --methods segicl -o reports/ablation_medscribble_4flips
+  finish
 fi
 if [[ $what == unet || $what == all ]]; then
   # Baseline 3 (supervised upper bound): a 2D U-Net (4 levels, 16 base features) trained inside
