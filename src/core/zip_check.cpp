@@ -85,7 +85,7 @@ std::vector<ZipEntry> zip_entries(std::string_view bytes, const std::string& pat
   for (uint64_t i = 0; i < entries; ++i) {
     if (r.at<uint32_t>(at) != kCentral)
       SEGICL_THROW(FormatError, "zip central directory is damaged", path, kHint);
-    const uint16_t method = r.at<uint16_t>(at + 10);
+    const uint16_t flags = r.at<uint16_t>(at + 8), method = r.at<uint16_t>(at + 10);
     const uint32_t crc = r.at<uint32_t>(at + 16);
     uint64_t compressed = r.at<uint32_t>(at + 20);
     uint64_t uncompressed = r.at<uint32_t>(at + 24);
@@ -110,6 +110,25 @@ std::vector<ZipEntry> zip_entries(std::string_view bytes, const std::string& pat
       SEGICL_THROW(FormatError, "zip entry '" + name + "' has no local header", path, kHint);
     const uint64_t data = local + 30 + r.at<uint16_t>(local + 26) + r.at<uint16_t>(local + 28);
     ZipEntry entry{name, method == 0, {}};
+    // Readers allocate the uncompressed size the directory states before inflating (LibTorch's
+    // getRecord: 4.2 GB for a 12 KB checkpoint in fuzz_checkpoint). Deflate expands at most
+    // 1032:1, and a stored entry is as long as it is; a size beyond that is a corrupt directory.
+    // Encrypted (flag bits 0, 6, 13) or patched (bit 5) entries: no reader of ours handles them,
+    // and LibTorch's zip reader fails on them inside its constructor, leaking its state.
+    // Split (multi-disk) archives likewise: every entry must start on disk 0.
+    if (r.at<uint16_t>(at + 34) != 0)
+      SEGICL_THROW(FormatError, "zip entry '" + name + "' sits on another disk (split archive)", path, kHint);
+    // And a directory entry (MS-DOS attribute bit 4, or a name ending in '/') has no bytes to read.
+    if ((r.at<uint32_t>(at + 38) & 0x10) != 0 || (!name.empty() && name.back() == '/'))
+      SEGICL_THROW(FormatError, "zip entry '" + name + "' is marked as a directory", path, kHint);
+    if (flags & (1u << 0 | 1u << 5 | 1u << 6 | 1u << 13))
+      SEGICL_THROW(FormatError, "zip entry '" + name + "' is encrypted or patched", path, kHint);
+    if (method != 0 && method != 8)
+      SEGICL_THROW(FormatError, "zip entry '" + name + "' uses an unknown compression method", path, kHint);
+    r.slice(data, compressed);
+    const uint64_t most = method == 0 ? compressed : compressed * 1032 + 64;
+    if (uncompressed > most)
+      SEGICL_THROW(FormatError, "zip entry '" + name + "' claims more bytes than its data can hold", path, kHint);
     if (method == 0) {
       entry.data = r.slice(data, compressed);
       if (crc32(entry.data) != crc)

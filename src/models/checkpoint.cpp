@@ -9,12 +9,37 @@
 #include "segicl/core/atomic_file.h"
 #include "segicl/core/error.h"
 #include "segicl/core/log.h"
+#include "segicl/core/pickle_check.h"
 #include "segicl/core/zip_check.h"
 
 namespace segicl::models {
 namespace {
 
 const char* kHint = "pass a checkpoint written by `segicl train` (or retrain)";
+
+bool ends_with(const std::string& name, std::string_view suffix) {
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A tensor's sizes and strides must stay inside its storage before anything reads it: LibTorch
+// 1.13 rebuilds a pickled tensor with whatever geometry the pickle gives, so a corrupt checkpoint
+// could hand back a view past its (possibly empty) storage (a null read in fuzz_checkpoint).
+void check_tensor_storage(const torch::Tensor& t, const std::string& name, const std::string& path) {
+  if (!t.defined() || t.numel() == 0) return;
+  if (t.layout() != torch::kStrided || !t.has_storage())
+    SEGICL_THROW(FormatError, "tensor '" + name + "' is not a dense tensor", path, kHint);
+  int64_t last = t.storage_offset();  // index of the furthest element, in elements
+  bool overflow = last < 0;
+  for (int64_t d = 0; d < t.dim() && !overflow; ++d) {
+    int64_t reach = 0;
+    overflow = t.stride(d) < 0 || __builtin_mul_overflow(t.size(d) - 1, t.stride(d), &reach) ||
+               __builtin_add_overflow(last, reach, &last);
+  }
+  int64_t bytes = 0;
+  overflow = overflow || __builtin_mul_overflow(last + 1, static_cast<int64_t>(t.element_size()), &bytes);
+  if (overflow || bytes > static_cast<int64_t>(t.storage().nbytes()) || t.storage().data() == nullptr)
+    SEGICL_THROW(FormatError, "tensor '" + name + "' reaches past its stored data", path, kHint);
+}
 
 // What LibTorch's archive reader (PyTorchStreamReader) requires before it can be opened, checked
 // first because a reader whose constructor throws leaks its zip state (fuzz_checkpoint: a version
@@ -27,6 +52,7 @@ void check_torch_archive(std::string_view bytes, const std::string& path) {
   if (slash == std::string::npos)
     SEGICL_THROW(FormatError, "not a torch archive (no record folder)", path, kHint);
   const std::string folder = entries.front().name.substr(0, slash + 1);
+  bool versioned = false;
   for (const auto& e : entries) {
     if (e.name != folder + "version" && e.name != folder + ".data/version") continue;
     std::string text(e.data);
@@ -35,9 +61,18 @@ void check_torch_archive(std::string_view bytes, const std::string& path) {
                         text.find_first_not_of("0123456789") == std::string::npos;
     if (!digits || std::stoi(text) < 1 || std::stoi(text) > 10)
       SEGICL_THROW(FormatError, "checkpoint archive has an unreadable version record", path, kHint);
-    return;
+    versioned = true;
+    break;
   }
-  SEGICL_THROW(FormatError, "not a torch archive (no version record)", path, kHint);
+  if (!versioned) SEGICL_THROW(FormatError, "not a torch archive (no version record)", path, kHint);
+  // The pickles (the tensor table, constants, debug info) are checked here because LibTorch's
+  // unpickler trusts lengths, memo indices and stack depth (see pickle_check.h). LibTorch stores
+  // them uncompressed; a compressed one could not be checked, so it is refused.
+  for (const auto& e : entries) {
+    if (!ends_with(e.name, ".pkl") && !ends_with(e.name, ".debug_pkl")) continue;
+    if (!e.stored) SEGICL_THROW(FormatError, "checkpoint record '" + e.name + "' is compressed (LibTorch stores pickles as they are)", path, kHint);
+    verify_torch_pickle(e.data, e.name, path);
+  }
 }
 
 // A checkpoint is one file, or (for files that must stay under git's per-file budget) parts
@@ -129,6 +164,7 @@ void read_weights(torch::serialize::InputArchive& archive, SegICLModelImpl& mode
     if (!found)
       SEGICL_THROW(FormatError, "checkpoint lacks tensor '" + name + "' (architecture mismatch)", path,
                    "the checkpoint was written for a different model configuration");
+    check_tensor_storage(stored, name, path);
     if (stored.sizes() != target.sizes())
       SEGICL_THROW(FormatError,
                    "tensor '" + name + "' has shape " + c10::str(stored.sizes()) + ", the model expects " +

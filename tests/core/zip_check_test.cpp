@@ -59,5 +59,54 @@ TEST(ZipCheck, EntriesListNamesAndStoredBytes) {
   EXPECT_NE(version->data.find_first_of("0123456789"), std::string_view::npos);
 }
 
+// The offset of the central directory record of the entry whose name ends with `suffix`.
+size_t central_record(const std::string& zip, const std::string& suffix) {
+  for (size_t at = zip.rfind("PK\x01\x02"); at != std::string::npos && at > 0; at = zip.rfind("PK\x01\x02", at - 1)) {
+    const size_t name_size = static_cast<unsigned char>(zip[at + 28]) | static_cast<unsigned char>(zip[at + 29]) << 8;
+    const std::string name = zip.substr(at + 46, name_size);
+    if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) return at;
+  }
+  ADD_FAILURE() << "no entry " << suffix;
+  return 0;
+}
+
+void put16(std::string& zip, size_t at, uint16_t v) {
+  zip[at] = static_cast<char>(v & 0xFF);
+  zip[at + 1] = static_cast<char>(v >> 8);
+}
+
+void expect_refused(const std::string& zip, const std::string& what) {
+  try {
+    verify_zip_crcs(zip, "a.pt");
+    FAIL() << "accepted: " << what;
+  } catch (const FormatError& e) {
+    EXPECT_NE(e.message().find(what), std::string::npos) << e.message();
+  }
+}
+
+// LibTorch's zip reader (miniz) refuses these inside PyTorchStreamReader's constructor, which
+// leaks its state (fuzz_checkpoint; inputs in fuzz/regressions/checkpoint-*-torch-leaks.pt), or
+// allocates what the directory says before inflating (4.2 GB for a 12 KB file).
+TEST(ZipCheck, EntriesNoTorchReaderCanReadAreRefusedFirst) {
+  const std::string intact = torch_archive();
+  std::string encrypted = intact;
+  put16(encrypted, central_record(encrypted, "/version") + 8, 0x0809);  // flags: bit 0
+  expect_refused(encrypted, "encrypted or patched");
+  std::string split = intact;
+  put16(split, central_record(split, "/version") + 34, 0xFFFF);  // disk number start
+  expect_refused(split, "another disk");
+  std::string method = intact;
+  put16(method, central_record(method, "/version") + 10, 12);  // bzip2
+  expect_refused(method, "unknown compression method");
+  std::string directory = intact;
+  put16(directory, central_record(directory, "/version") + 38, 0x10);  // external attributes
+  expect_refused(directory, "marked as a directory");
+  std::string huge = intact;
+  const size_t pickle = central_record(huge, "/data.pkl");
+  put16(huge, pickle + 24, 0xFF00);
+  put16(huge, pickle + 26, 0xFFFF);  // uncompressed size 0xFFFFFF00
+  expect_refused(huge, "claims more bytes");
+}
+
 }  // namespace
 }  // namespace segicl

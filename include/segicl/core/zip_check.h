@@ -10,8 +10,9 @@ namespace segicl {
 
 // Verifies the stored (uncompressed) entries of the zip archive `bytes` against their CRC-32s.
 // LibTorch's reader skips this check, so without it a flipped bit in a tensor loads silently.
-// Entries stored with compression are not checked (torch writes none). Throws FormatError naming
-// `path` (and the entry) on a bad CRC or a malformed or truncated directory. Thread-safe.
+// Compressed entries are not CRC-checked (torch compresses only its code/ sources). Throws FormatError naming
+// `path` (and the entry) on a bad CRC, a malformed or truncated directory, an unknown compression
+// method, or an uncompressed size its data cannot hold (deflate expands at most 1032:1). Thread-safe.
 void verify_zip_crcs(std::string_view bytes, const std::string& path);
 
 // One entry of a zip archive: its name and, for a stored (uncompressed) entry, its bytes.
