@@ -50,7 +50,7 @@ void register_compare(CLI::App& app, GlobalOptions& global) {
 void register_eval(CLI::App& app, GlobalOptions& global) {
   auto* cmd = app.add_subcommand("eval",
                                  "Few-shot evaluation (paper §4.2): Dice per volume over random example draws\n"
-                                 "  e.g. segicl eval --model models/segicl-cpu.pt --dataset chaos_mr_t2 --examples 0,1,3 "
+                                 "  e.g. segicl eval --model models/segicl-crossconv.pt --dataset chaos_mr_t2 --examples 0,1,3 "
                                  "--draws 5 -o reports/chaos");
   static eval::ProtocolOptions o;
   static std::string model_path, examples = "0,1,3", tasks, methods = "segicl,atlas", out;

@@ -28,7 +28,7 @@ std::string executable_path() {
 
 std::string default_model() {
   if (const char* env = std::getenv("SEGICL_MODEL"); env && *env) return env;
-  return std::string(SEGICL_SOURCE_DIR) + "/models/segicl-cpu.pt";
+  return std::string(SEGICL_SOURCE_DIR) + "/models/segicl-crossconv.pt";
 }
 
 // SIGINT/SIGTERM write a byte to this pipe (write() is async-signal-safe); a waiting thread then
@@ -78,7 +78,7 @@ void register_serve(CLI::App& app, GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "serve",
       "Serve the model over HTTP (API under /v1, NiiVue web page at /); see docs/serve.md\n"
-      "  e.g. segicl serve --port 8080 --model models/segicl-cpu.pt\n"
+      "  e.g. segicl serve --port 8080 --model models/segicl-crossconv.pt\n"
       "       curl -F image=@ct.nii.gz -F text='segment the liver' localhost:8080/v1/segment");
   cmd->add_option("--host", o.host,
                   "Address to bind (a non-loopback address without --token logs a warning)")
@@ -88,7 +88,7 @@ void register_serve(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str();
   cmd->add_option(
          "--model", o.model,
-         "Checkpoint (default: $SEGICL_MODEL, else models/segicl-cpu.pt in the source tree)")
+         "Checkpoint (default: $SEGICL_MODEL, else the shipped models/segicl-crossconv.pt in the source tree)")
       ->capture_default_str();
   cmd->add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option(
