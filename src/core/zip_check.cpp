@@ -7,6 +7,10 @@
 
 #include "segicl/core/error.h"
 
+#if SEGICL_HAVE_ZLIB
+#include <zlib.h>
+#endif
+
 namespace segicl {
 namespace {
 
@@ -51,6 +55,37 @@ class Reader {
   std::string_view bytes_;
   const std::string& path_;
 };
+
+#if SEGICL_HAVE_ZLIB
+// Inflates a deflated entry in 64 KiB pieces (never more than that in memory) and checks its size
+// and CRC-32 against the directory. LibTorch's miniz is built without CRC checks, so without this
+// a damaged `code/` record reaches the TorchScript compiler (a crash in parseClassConstant,
+// fuzz_checkpoint).
+void check_deflated(std::string_view data, uint64_t size, uint32_t crc, const std::string& name,
+                    const std::string& path) {
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) SEGICL_THROW(FormatError, "zlib failed to start", path, kHint);
+  std::array<unsigned char, 65536> out;
+  uLong running = ::crc32(0L, Z_NULL, 0);
+  uint64_t total = 0;
+  int status = Z_OK;
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  while (status == Z_OK) {
+    z.next_out = out.data();
+    z.avail_out = static_cast<uInt>(out.size());
+    status = inflate(&z, Z_NO_FLUSH);
+    const uInt produced = static_cast<uInt>(out.size()) - z.avail_out;
+    running = ::crc32(running, out.data(), produced);
+    total += produced;
+    if (total > size) break;  // more than the directory says: refuse without inflating the rest
+    if (status == Z_OK && produced == 0 && z.avail_in == 0) break;  // stream ends early
+  }
+  inflateEnd(&z);
+  if (status != Z_STREAM_END || total != size || static_cast<uint32_t>(running) != crc)
+    SEGICL_THROW(FormatError, "zip entry '" + name + "' fails its CRC-32 check (corrupt file)", path, kHint);
+}
+#endif
 
 }  // namespace
 
@@ -129,6 +164,9 @@ std::vector<ZipEntry> zip_entries(std::string_view bytes, const std::string& pat
     const uint64_t most = method == 0 ? compressed : compressed * 1032 + 64;
     if (uncompressed > most)
       SEGICL_THROW(FormatError, "zip entry '" + name + "' claims more bytes than its data can hold", path, kHint);
+#if SEGICL_HAVE_ZLIB
+    if (method == 8) check_deflated(r.slice(data, compressed), uncompressed, crc, name, path);
+#endif
     if (method == 0) {
       entry.data = r.slice(data, compressed);
       if (crc32(entry.data) != crc)

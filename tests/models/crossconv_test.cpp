@@ -189,5 +189,20 @@ TEST(Checkpoint, CorruptPicklesLibTorchWouldCrashOnAreFormatErrors) {
   }
 }
 
+TEST(Checkpoint, DamagedCompressedCodeRecordIsRefusedBeforeTorchScriptCompilesIt) {
+  // LibTorch's miniz skips CRC checks, so a damaged deflated code/__torch__.py reached the
+  // TorchScript compiler, which crashed (SEGV in ScriptTypeParser::parseClassConstant;
+  // fuzz_checkpoint's 10-minute run). Compressed records are now CRC-checked too.
+  const std::string file =
+      std::string(SEGICL_SOURCE_DIR) + "/fuzz/regressions/checkpoint-damaged-code-crashes-torchscript.pt";
+  try {
+    load_checkpoint(file);
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.file(), file);
+    EXPECT_NE(e.message().find("code/__torch__.py' fails its CRC-32 check"), std::string::npos) << e.message();
+  }
+}
+
 }  // namespace
 }  // namespace segicl::models

@@ -8,9 +8,10 @@
 
 namespace segicl {
 
-// Verifies the stored (uncompressed) entries of the zip archive `bytes` against their CRC-32s.
-// LibTorch's reader skips this check, so without it a flipped bit in a tensor loads silently.
-// Compressed entries are not CRC-checked (torch compresses only its code/ sources). Throws FormatError naming
+// Verifies the entries of the zip archive `bytes` against their CRC-32s. LibTorch's reader skips
+// this check, so without it a flipped bit in a tensor loads silently. Deflated entries (torch
+// compresses only its code/ sources) are inflated piecewise to check them when segicl_core is built
+// with zlib (the CPU build; the GPU build if its machine has zlib's headers). Throws FormatError naming
 // `path` (and the entry) on a bad CRC, a malformed or truncated directory, an unknown compression
 // method, or an uncompressed size its data cannot hold (deflate expands at most 1032:1). Thread-safe.
 void verify_zip_crcs(std::string_view bytes, const std::string& path);
