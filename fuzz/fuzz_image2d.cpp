@@ -1,5 +1,5 @@
-// Fuzz target: 2D images: PNG, JPEG and BMP (TIFF: see below), the extension chosen from the magic bytes through
-// io::read_image and io::read_labels, i.e. ITK over libpng and libjpeg (uninstrumented), as behind
+// Fuzz target: 2D images: PNG, JPEG, BMP and TIFF, the extension chosen from the magic bytes through
+// io::read_image and io::read_labels, i.e. ITK over libpng, libjpeg and libtiff (uninstrumented), as behind
 // `segicl segment` and the server's uploads. Seeds: fuzz/corpus/fuzz_image2d.
 #include <cstdint>
 #include <cstring>
@@ -16,13 +16,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string png = segicl::fuzz::scratch_path(".png");
   static const std::string jpg = segicl::fuzz::scratch_path(".jpg");
   static const std::string bmp = segicl::fuzz::scratch_path(".bmp");
+  static const std::string tif = segicl::fuzz::scratch_path(".tif");
   auto starts = [&](const char* magic, size_t n) {
     return size >= n && std::memcmp(data, magic, n) == 0;
   };
-  // TIFF is left out until ITK's TIFF tag reader is guarded: it overflows a heap buffer on
-  // crafted tags (fuzz/regressions/tiff-tags-overflow-itk.tif), and the fuzzer finds that within
-  // minutes. TIFF-looking inputs go to the PNG reader, which refuses them.
-  const std::string& path = starts("\xff\xd8", 2) ? jpg : starts("BM", 2) ? bmp : png;
+  // Classic TIFF (42) and BigTIFF (43), either byte order.
+  const bool tiff = starts("II*\0", 4) || starts("MM\0*", 4) || starts("II+\0", 4) || starts("MM\0+", 4);
+  const std::string& path = starts("\xff\xd8", 2) ? jpg : starts("BM", 2) ? bmp : tiff ? tif : png;
   segicl::fuzz::write_scratch(path, data, size);
   bool image_ok = false;
   segicl::fuzz::expect_typed_errors([&] {

@@ -35,6 +35,7 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -408,7 +409,77 @@ void check_jpeg(const std::string& path) {
     SEGICL_THROW(IoError, "not a readable JPEG file (" + shorten(problem) + ")", path, kCorruptHint);
 }
 
+// ---- BMP header ----
+// ITK 5.2's BMP reader trusts the header: its RLE8 decoder writes past the image buffer when the
+// runs describe more pixels than the image has (fuzz_image2d: a SEGV in itk::BMPImageIO::Read, and
+// heap corruption that surfaced later in unrelated frees), and it reads pixel rows the file may
+// not hold. So the header is checked first: uncompressed pixels only (RLE and bit-field BMPs are
+// refused with a hint to convert them), sane sizes, and every row inside the file.
+void check_bmp(const std::string& path) {
+  const std::string bytes = read_file(path);
+  auto fail = [&](const std::string& what, const std::string& hint = kCorruptHint) {
+    SEGICL_THROW(IoError, "not a readable BMP file (" + what + ")", path, hint);
+  };
+  auto get = [&](size_t at, int size) -> int64_t {
+    if (bytes.size() < at + size) fail("its header is cut short");
+    uint32_t value = 0;
+    for (int i = 0; i < size; ++i) value |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
+    return size == 4 ? static_cast<int32_t>(value) : static_cast<int64_t>(value);  // heights may be negative
+  };
+  if (bytes.size() < 26 || bytes.compare(0, 2, "BM") != 0) fail("no BM signature");
+  const int64_t pixels_at = static_cast<uint32_t>(get(10, 4)), info_size = static_cast<uint32_t>(get(14, 4));
+  const bool os2 = info_size == 12;  // BITMAPCOREHEADER: 16-bit sizes, no compression field
+  if (!os2 && info_size < 40) fail("unknown info header size " + std::to_string(info_size));
+  const int64_t width = os2 ? get(18, 2) : get(18, 4);
+  const int64_t height = std::abs(os2 ? get(20, 2) : get(22, 4));
+  const int64_t planes = os2 ? get(22, 2) : get(26, 2), bits = os2 ? get(24, 2) : get(28, 2);
+  const int64_t compression = os2 ? 0 : get(30, 4);
+  if (width < 1 || width > 65535 || height < 1 || height > 65535)
+    fail("image size " + std::to_string(width) + " x " + std::to_string(height) + " out of range");
+  if (planes != 1) fail(std::to_string(planes) + " planes");
+  if (bits != 1 && bits != 4 && bits != 8 && bits != 16 && bits != 24 && bits != 32)
+    fail(std::to_string(bits) + " bits per pixel");
+  if (compression != 0)
+    fail("compression " + std::to_string(compression) + "; only uncompressed BMP is read",
+         "convert it to an uncompressed BMP or to PNG");
+  const int64_t row_bytes = (width * bits + 31) / 32 * 4;
+  if (pixels_at < 14 + info_size || pixels_at > static_cast<int64_t>(bytes.size()) ||
+      static_cast<int64_t>(bytes.size()) - pixels_at < row_bytes * height)
+    fail("the file holds fewer pixel rows than its header says");
+}
+
 // ---- TIFF directory chain ----
+// Bytes per value of a TIFF field type (TIFF 6.0 section 2; BigTIFF adds 16-18), 0 if unknown.
+int tiff_type_size(uint64_t type, bool big) {
+  switch (type) {
+    case 1: case 2: case 6: case 7: return 1;     // BYTE ASCII SBYTE UNDEFINED
+    case 3: case 8: return 2;                     // SHORT SSHORT
+    case 4: case 9: case 11: case 13: return 4;   // LONG SLONG FLOAT IFD
+    case 5: case 10: case 12: return 8;           // RATIONAL SRATIONAL DOUBLE
+    case 16: case 17: case 18: return big ? 8 : 0;  // LONG8 SLONG8 IFD8
+    default: return 0;
+  }
+}
+
+// The types (one char per type code) a baseline or common extension tag may be stored as; empty
+// for tags not listed. Integer tags take SHORT or LONG (libtiff converts), offsets and counts
+// also LONG8 in BigTIFF; text tags take ASCII only.
+std::string tiff_expected_types(uint64_t tag) {
+  static const std::string shorts{3}, integers{3, 4}, offsets{3, 4, 16}, longs{4}, rational{5}, ascii{2};
+  switch (tag) {
+    case 254: return longs;                                     // NewSubfileType
+    case 255: case 258: case 259: case 262: case 263: case 266:  // SubfileType .. FillOrder
+    case 274: case 277: case 284: case 296: case 297: case 317:  // Orientation .. Predictor
+    case 320: case 338: case 339: return shorts;                // ColorMap ExtraSamples SampleFormat
+    case 256: case 257: case 278: case 322: case 323: return integers;  // sizes, RowsPerStrip, tiles
+    case 273: case 279: case 324: case 325: return offsets;     // strip and tile offsets/counts
+    case 282: case 283: return rational;                        // X/YResolution
+    case 269: case 270: case 271: case 272: case 285: case 305:  // DocumentName .. Software
+    case 306: case 315: case 316: case 33432: return ascii;     // DateTime .. Copyright
+    default: return "";
+  }
+}
+
 // ITK 5.2's bundled libtiff loops forever on a directory chain that points back into itself
 // (itk_TIFFNumberOfDirectories, found by fuzz_image2d): one upload would hold a server worker
 // for good. So the chain of image file directories (IFDs) is walked here first: every offset
@@ -433,13 +504,68 @@ void check_tiff_directories(const std::string& path) {
   const uint64_t version = get(2, 2);
   if (version != 42 && version != 43) fail("unknown version " + std::to_string(version));
   const bool big = version == 43;
+  // One directory entry: tag, type, count, then the value itself when it fits in the entry's
+  // last 4 (BigTIFF: 8) bytes, else its offset. ITK's tag reader copies what libtiff made of
+  // each entry into its metadata dictionary by the tag's *expected* type and count, so an entry
+  // of an unknown type, a value reaching past the end of the file, or a baseline tag stored with
+  // another type than TIFF 6.0 gives it (section 8; libtiff's own tag table) overflowed ITK's
+  // buffers (fuzz_image2d). Such entries are refused here.
+  // The first value of the layout tags of the directory being walked: ITK reads every page of a
+  // multi-page TIFF with the first page's layout (a page without a width made it copy past its
+  // scanline buffer: fuzz_image2d), so all pages must agree on it.
+  const uint64_t layout_tags[] = {256, 257, 258, 277, 284, 339};  // width .. SampleFormat
+  std::map<uint64_t, uint64_t> layout;
+  auto check_tiff_entry = [&](uint64_t at) {
+    const uint64_t tag = get(at, 2), type = get(at + 2, 2), count = big ? get(at + 4, 8) : get(at + 4, 4);
+    const std::string name = "tag " + std::to_string(tag);
+    const int size = tiff_type_size(type, big);
+    if (size == 0) fail(name + " has the unknown type " + std::to_string(type));
+    if (count > bytes.size()) fail(name + " has more values than the file has bytes");
+    const uint64_t value_bytes = count * static_cast<uint64_t>(size);
+    const uint64_t inline_bytes = big ? 8 : 4;
+    uint64_t value_at = big ? at + 12 : at + 8;
+    if (value_bytes > inline_bytes) {
+      value_at = big ? get(at + 12, 8) : get(at + 8, 4);
+      if (value_at > bytes.size() || bytes.size() - value_at < value_bytes) fail(name + "'s values reach past the end of the file");
+    }
+    // Text ends with its NUL inside the count (TIFF 6.0 section 2): ITK measures it with strlen.
+    if (type == 2 && (count == 0 || get(value_at + count - 1, 1) != 0)) fail(name + "'s text has no terminating NUL");
+    const std::string expected = tiff_expected_types(tag);
+    if (!expected.empty() && expected.find(static_cast<char>(type)) == std::string::npos)
+      fail(name + " is stored as type " + std::to_string(type) + ", which TIFF does not allow for it");
+    if (std::find(std::begin(layout_tags), std::end(layout_tags), tag) != std::end(layout_tags)) {
+      if (count == 0) fail(name + " has no value");
+      layout[tag] = get(value_at, size);
+    }
+  };
+  std::map<uint64_t, uint64_t> first_layout;
   std::set<uint64_t> seen;
   for (uint64_t ifd = big ? get(8, 8) : get(4, 4); ifd != 0;) {
     if (!seen.insert(ifd).second) fail("its directory chain loops");
     if (seen.size() > 65536) fail("more than 65536 directories");
     const uint64_t entries = big ? get(ifd, 8) : get(ifd, 2);
     if (entries > bytes.size()) fail("a directory has more entries than the file has bytes");
-    const uint64_t next = big ? ifd + 8 + 20 * entries : ifd + 2 + 12 * entries;
+    const uint64_t first = big ? ifd + 8 : ifd + 2, entry_size = big ? 20 : 12;
+    layout = {{258, 1}, {277, 1}, {284, 1}, {339, 1}};  // TIFF defaults: 1 bit, 1 sample, contiguous, unsigned
+    for (uint64_t e = 0; e < entries; ++e) check_tiff_entry(first + e * entry_size);
+    if (!layout.count(256) || !layout.count(257)) fail("a page has no ImageWidth or ImageLength");
+    // libtiff sizes its strip tables from these while it opens the file, before ITK can check the
+    // image size (fuzz_image2d: a 230-byte file with ImageLength 3.5e9 asked for 3.5 GB).
+    const uint64_t width = layout[256], length = layout[257], samples = layout[277], bits = layout[258];
+    if (width < 1 || width > (1u << 24) || length < 1 || length > (1u << 24) || samples < 1 || samples > 64 ||
+        bits < 1 || bits > 64)
+      fail("page size " + std::to_string(width) + " x " + std::to_string(length) + ", " + std::to_string(samples) +
+           " samples of " + std::to_string(bits) + " bits, out of range");
+    if ((width * samples * bits + 7) / 8 * length > kMaxInflation * bytes.size())
+      fail("a page claims more pixel data than the file can hold");
+    if (first_layout.empty()) {
+      first_layout = layout;
+    } else if (layout != first_layout) {
+      SEGICL_THROW(IoError,
+                   "its pages differ in size or pixel layout (page " + std::to_string(seen.size()) + ")", path,
+                   "segicl reads a multi-page TIFF as a volume of equal pages; save each page as its own file");
+    }
+    const uint64_t next = first + entries * entry_size;
     ifd = big ? get(next, 8) : get(next, 4);
   }
 }
@@ -881,6 +1007,7 @@ Decoded decode(const std::string& path, bool expand_palette) {
   check_data_is_local(path, ext);
   if (ext == ".png") check_png(path);
   if (ext == ".jpg" || ext == ".jpeg") check_jpeg(path);
+  if (ext == ".bmp") check_bmp(path);
   if (ext == ".tif" || ext == ".tiff") check_tiff_directories(path);
   if (ext == ".mha") check_mha_length(path);
   return translate_itk(path, "cannot read image", kCorruptHint, [&] {

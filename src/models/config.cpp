@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <utility>
 
 #include "segicl/core/error.h"
 #include "segicl/models/tokenizer.h"
@@ -55,6 +56,34 @@ void ModelConfig::validate(const std::string &origin) const {
     SEGICL_THROW(ConfigError, "invalid model config: " + what, origin,
                  "fix the value in the preset or --set override");
   };
+  // A checkpoint's config is untrusted input: every integer is bounded before the checks below
+  // divide by it, shift by it or multiply it (fuzz_checkpoint: vision_heads = 0 divided by zero).
+  constexpr int64_t kLargest = int64_t{1} << 24;
+  const std::pair<const char *, int64_t> sizes[] = {
+      {"resolution", resolution},       {"in_channels", in_channels},
+      {"num_condition_tokens", num_condition_tokens}, {"cond_dim", cond_dim},
+      {"cond_hidden", cond_hidden},     {"tokens_per_example", tokens_per_example},
+      {"latent_channels", latent_channels}, {"ae_channels", ae_channels},
+      {"unet_channels", unet_channels}, {"unet_res_blocks", unet_res_blocks},
+      {"unet_heads", unet_heads},       {"hint_channels", hint_channels},
+      {"diffusion_steps", diffusion_steps}, {"vision_width", vision_width},
+      {"vision_layers", vision_layers}, {"vision_heads", vision_heads},
+      {"vision_mlp_dim", vision_mlp_dim}, {"d_model", d_model},
+      {"num_layers", num_layers},       {"num_heads", num_heads},
+      {"mlp_dim", mlp_dim},             {"max_text_tokens", max_text_tokens},
+      {"max_seq_len", max_seq_len},     {"lora_rank", lora_rank},
+      {"crossconv_patch", crossconv_patch}, {"text_buckets", text_buckets},
+      {"text_dim", text_dim},           {"crossconv_max_context", crossconv_max_context}};
+  for (const auto &[name, value] : sizes)
+    if (value < 0 || value > kLargest) fail(std::string(name) + " must be from 0 to 2^24");
+  if (unet_heads <= 0 || vision_heads <= 0 || num_heads <= 0) fail("head counts must be positive");
+  if (unet_channel_mult.size() > 16 || crossconv_encoder.size() > 16 || crossconv_decoder.size() > 16)
+    fail("at most 16 levels in unet_channel_mult, crossconv_encoder and crossconv_decoder");
+  for (int64_t m : unet_channel_mult)
+    if (m <= 0 || m > 1024) fail("unet_channel_mult entries must be from 1 to 1024");
+  for (const auto *widths : {&crossconv_encoder, &crossconv_decoder})
+    for (int64_t w : *widths)
+      if (w <= 0 || w > kLargest) fail("crossconv widths must be from 1 to 2^24");
   if (resolution <= 0 || resolution % 8 != 0) fail("resolution must be a positive multiple of 8");
   if (in_channels <= 0) fail("in_channels must be positive");
   int64_t g = token_grid();

@@ -6,7 +6,9 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -222,6 +224,43 @@ data::EpisodeBatch shard_of(const data::EpisodeBatch& global, int rank, int64_t 
 // keeps the run's own stream, so a one-process run is unchanged by this layer.
 uint64_t rank_torch_seed(uint64_t seed, int rank, int64_t step) {
   return derive_seed(seed, "torch/rank" + std::to_string(rank) + "/step" + std::to_string(step));
+}
+
+// The step a log line records, or -1 when the line is not a whole record of one: the CSV header,
+// a half-written last line, a JSON line that does not parse.
+int64_t step_of_csv_line(const std::string& line) {
+  const auto comma = line.find(',');
+  if (comma == std::string::npos || std::count(line.begin(), line.end(), ',') != 5) return -1;
+  int64_t step = -1;
+  auto [end, error] = std::from_chars(line.data(), line.data() + comma, step);
+  return error == std::errc() && end == line.data() + comma ? step : -1;
+}
+
+int64_t step_of_json_line(const std::string& line) {
+  const Json record = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+  return record.is_object() && record.contains("step") && record["step"].is_number_integer()
+             ? record["step"].get<int64_t>()
+             : -1;
+}
+
+// A run killed after its last checkpoint leaves log rows of steps that `--resume` trains again,
+// and possibly a half-written last line (the logs are appended, not published atomically). On
+// resume only the whole records up to the checkpoint's step are kept, so that the logs read as one
+// run: each step once, every line whole. The trimmed file replaces the old one atomically.
+void trim_log_to_step(const fs::path& path, int64_t step, const std::string& header) {
+  if (!fs::exists(path)) {
+    if (!header.empty()) write_file_atomic(path.string(), header + "\n");
+    return;
+  }
+  const std::string text = read_file(path.string());
+  std::string kept = header.empty() ? "" : header + "\n";
+  size_t begin = 0;
+  for (size_t end; (end = text.find('\n', begin)) != std::string::npos; begin = end + 1) {
+    const std::string line = text.substr(begin, end - begin);  // a line without '\n' is never kept
+    const int64_t line_step = header.empty() ? step_of_json_line(line) : step_of_csv_line(line);
+    if (line_step >= 0 && line_step <= step) kept += line + "\n";
+  }
+  if (kept != text) write_file_atomic(path.string(), kept);
 }
 
 }  // namespace
@@ -486,10 +525,18 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
                                                  device.is_cuda() ? 4 : 1);
   std::ofstream csv, metrics;
   if (root) {
-    csv.open((dir / "log.csv").string(), std::ios::app);
-    metrics.open((dir / "metrics.jsonl").string(), std::ios::app);
+    const std::string csv_header = "step,loss,learning_rate,steps_per_second,elapsed_seconds,val_dice";
+    if (resume) {
+      trim_log_to_step(dir / "log.csv", start_step, csv_header);
+      trim_log_to_step(dir / "metrics.jsonl", start_step, "");
+    }
+    // A fresh start in a folder without a checkpoint (a run killed before its first one) starts
+    // its logs afresh too.
+    const auto mode = resume ? std::ios::app : std::ios::trunc;
+    csv.open((dir / "log.csv").string(), mode);
+    metrics.open((dir / "metrics.jsonl").string(), mode);
+    if (!resume) csv << csv_header << "\n";
   }
-  if (root && start_step == 0) csv << "step,loss,learning_rate,steps_per_second,elapsed_seconds,val_dice\n";
   const auto started = std::chrono::steady_clock::now();
   auto window_start = started;
   double window_loss = 0;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -639,6 +641,112 @@ TEST_F(VolumeIo, TiffWhoseDirectoryChainLoopsIsCorruptNotAHang) {
   std::string tiff("II*\0\x08\0\0\0\0\0\x08\0\0\0", 14);
   write_file_atomic(path("loop.tif"), tiff);
   expect_corrupt(path("loop.tif"));
+}
+
+// A classic little-endian TIFF with the given directory entries (tag, type, count, value or
+// offset) and 8x8 8-bit pixels after the directory; StripOffsets is filled in.
+std::string hand_made_tiff(std::vector<std::array<uint32_t, 4>> entries) {
+  auto put = [](std::string& out, uint32_t value, int size) {
+    for (int i = 0; i < size; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  };
+  std::string out("II*\0\x08\0\0\0", 8);
+  const uint32_t pixels_at = 8 + 2 + 12 * static_cast<uint32_t>(entries.size()) + 4;
+  put(out, static_cast<uint32_t>(entries.size()), 2);
+  for (auto [tag, type, count, value] : entries) {
+    put(out, tag, 2);
+    put(out, type, 2);
+    put(out, count, 4);
+    put(out, tag == 273 ? pixels_at : value, type == 3 && count == 1 ? 2 : 4);
+    if (type == 3 && count == 1) put(out, 0, 2);
+  }
+  put(out, 0, 4);
+  return out + std::string(64, '\x40');
+}
+
+const std::vector<std::array<uint32_t, 4>> kPlainTiff{
+    {256, 3, 1, 8}, {257, 3, 1, 8}, {258, 3, 1, 8}, {259, 3, 1, 1}, {262, 3, 1, 1},
+    {273, 4, 1, 0}, {277, 3, 1, 1}, {278, 3, 1, 8}, {279, 4, 1, 64}};
+
+TEST_F(VolumeIo, TiffFilesOfOtherWritersRead) {
+  // The TIFF seeds of fuzz_image2d come from Pillow (strips, LZW, deflate, 16 bit, RGB, three
+  // pages, a resolution) and a big-endian file made by hand: the tag checks must pass them all.
+  int read = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(SEGICL_SOURCE_DIR) / "fuzz" / "corpus" / "fuzz_image2d")) {
+    if (entry.path().extension() != ".tif") continue;
+    SCOPED_TRACE(entry.path().filename().string());
+    auto image = read_image(entry.path().string());
+    EXPECT_GT(image.num_voxels(), 0);
+    ++read;
+  }
+  EXPECT_GE(read, 7);
+  write_file_atomic(path("plain.tif"), hand_made_tiff(kPlainTiff));
+  EXPECT_NO_THROW(read_image(path("plain.tif")));
+}
+
+TEST_F(VolumeIo, TiffWithTagsItkWouldOverflowOnIsCorrupt) {
+  // fuzz_image2d: ITK's tag reader overflowed a heap buffer on this file (ASan, a memcpy in
+  // itk::TIFFImageIO::ReadTIFFTags; it has an entry of the unknown type 1025), and read past
+  // libtiff's copy of a text value without its NUL (strlen).
+  expect_corrupt(regression("tiff-tags-overflow-itk.tif"));
+  expect_corrupt(regression("tiff-text-without-nul-overreads-itk.tif"));
+  // A second page without ImageWidth: ITK read it with the first page's width, past its buffer.
+  EXPECT_THROW(read_image(regression("tiff-pages-differ-overruns-itk.tif")), IoError);
+  // ImageLength 3.5e9 in a 230-byte file: libtiff allocated 3.5 GB for its strip table.
+  expect_corrupt(regression("tiff-huge-length-libtiff-allocates.tif"));
+  auto with = [&](std::array<uint32_t, 4> extra) {
+    auto entries = kPlainTiff;
+    entries.push_back(extra);
+    std::sort(entries.begin(), entries.end());
+    return hand_made_tiff(entries);
+  };
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"unknown-type.tif", with({0x1100, 0x401, 1, 1})},
+      {"datetime-as-short.tif", with({306, 3, 1, 2})},
+      {"width-as-ascii.tif", [&] { auto e = kPlainTiff; e[0] = {256, 2, 1, 8}; return hand_made_tiff(e); }()},
+      {"values-past-the-end.tif", with({270, 2, 4000, 200})},
+      {"text-without-nul.tif", with({64006, 2, 1, 1})},  // ITK's strlen read past libtiff's copy
+      {"no-width.tif", [&] { auto e = kPlainTiff; e.erase(e.begin()); return hand_made_tiff(e); }()},
+  };
+  for (const auto& [name, bytes] : cases) {
+    SCOPED_TRACE(name);
+    write_file_atomic(path(name), bytes);
+    expect_corrupt(path(name));
+  }
+}
+
+TEST_F(VolumeIo, BmpWhoseHeaderItkWouldOverrunOnIsRefused) {
+  // fuzz_image2d: an RLE8 BMP whose runs outgrow the image made ITK's decoder write past its
+  // buffer (SEGV in itk::BMPImageIO::Read, heap corruption found later in unrelated frees).
+  EXPECT_THROW(read_image(regression("bmp-rle8-overruns-itk.bmp")), IoError);  // RLE8: refused as such
+  const std::string good = read_file((fs::path(SEGICL_SOURCE_DIR) / "fuzz" / "corpus" / "fuzz_image2d" / "us.bmp").string());
+  EXPECT_NO_THROW(write_file_atomic(path("good.bmp"), good));
+  EXPECT_NO_THROW(read_image(path("good.bmp")));
+  auto edited = [&](size_t at, std::string bytes) {
+    std::string copy = good;
+    copy.replace(at, bytes.size(), bytes);
+    return copy;
+  };
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"rows-missing.bmp", good.substr(0, good.size() - 13)},
+      {"huge-width.bmp", edited(18, std::string("\xff\xff\xff\x7f", 4))},
+      {"zero-height.bmp", edited(22, std::string(4, '\0'))},
+      {"7-bits.bmp", edited(28, std::string("\x07\0", 2))},
+      {"header-only.bmp", good.substr(0, 20)},
+  };
+  for (const auto& [name, bytes] : cases) {
+    SCOPED_TRACE(name);
+    write_file_atomic(path(name), bytes);
+    expect_corrupt(path(name));
+  }
+  // A well-formed RLE BMP is not corrupt, only a format we no longer hand to ITK.
+  write_file_atomic(path("rle8.bmp"), edited(30, std::string("\x01\0\0\0", 4)));
+  try {
+    read_image(path("rle8.bmp"));
+    FAIL() << "expected IoError";
+  } catch (const IoError& e) {
+    EXPECT_TRUE(contains(e.message(), "compression 1")) << e.message();
+    EXPECT_TRUE(contains(e.hint(), "uncompressed BMP or to PNG")) << e.hint();
+  }
 }
 
 }  // namespace

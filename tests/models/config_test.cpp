@@ -125,5 +125,19 @@ TEST(ModelConfig, FloatForAnIntegerKeyIsConfigError) {
   EXPECT_NO_THROW(ModelConfig::from_json({{"lora_alpha", 16}}, "ckpt"));  // a float key takes an int
 }
 
+TEST(ModelConfig, ZeroHeadsOrOutOfRangeSizesAreConfigErrorsNotUndefinedBehaviour) {
+  // fuzz_checkpoint: a checkpoint whose config said vision_heads 0 divided by zero in validate().
+  // Every size is bounded before the checks divide, shift or multiply by it.
+  for (const char* key : {"vision_heads", "unet_heads", "num_heads"})
+    EXPECT_THROW(ModelConfig::from_json({{key, 0}}, "ckpt"), ConfigError) << key;
+  EXPECT_THROW(ModelConfig::from_json({{"unet_channel_mult", std::vector<int64_t>(40, 1)}}, "ckpt"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json({{"unet_channel_mult", {1, int64_t{1} << 40}}}, "ckpt"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json({{"crossconv_encoder", std::vector<int64_t>(70, 8)}}, "ckpt"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json({{"cond_dim", int64_t{1} << 40}}, "ckpt"), ConfigError);
+  EXPECT_THROW(ModelConfig::from_json({{"d_model", -192}}, "ckpt"), ConfigError);
+  for (const char* preset : {"tiny", "cpu", "gpu", "paper", "crossconv-tiny", "crossconv-cpu", "universeg"})
+    EXPECT_NO_THROW(load_preset(preset)) << preset;
+}
+
 }  // namespace
 }  // namespace segicl::models

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -219,6 +220,21 @@ TEST_F(CrashSafety, TrainKilledAtRandomMomentsAlwaysLeavesALoadableCheckpointAnd
   EXPECT_EQ(models::read_checkpoint_meta(checkpoint.string()).value("step", int64_t{-1}), target);
   // Kills leave temps behind; the next checkpoint write removes those of dead processes.
   EXPECT_EQ(count_temp_files(run), 0) << "stale checkpoint temps pile up in the run folder";
+  // The appended log reads as one run: whole lines, each logged step once, in order.
+  {
+    std::ifstream csv(run / "log.csv");
+    std::string line;
+    ASSERT_TRUE(std::getline(csv, line));
+    EXPECT_EQ(line.rfind("step,", 0), 0u) << "log.csv must start with its header: " << line;
+    long long previous = 0;
+    while (std::getline(csv, line)) {
+      EXPECT_EQ(std::count(line.begin(), line.end(), ','), 5) << "a partial line in log.csv: " << line;
+      const long long step = std::atoll(line.c_str());
+      EXPECT_GT(step, previous) << "log.csv repeats or reorders steps: " << line;
+      previous = step;
+    }
+    EXPECT_EQ(previous, static_cast<long long>(target)) << "the final resume's last row";
+  }
   std::printf(
       "crash-safety train: seed %llu, %d kills (%d inside a checkpoint write), %d resumes, %d "
       "fresh starts, %d early exits, reached step %lld, %d temp files left after the final "

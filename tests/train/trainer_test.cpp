@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "segicl/core/error.h"
@@ -72,6 +74,43 @@ TEST_F(Trainer, ResumeIsExact) {
   auto b = weights_of((dir_ / "split" / "checkpoint.pt").string());
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+}
+
+// What a kill after the last checkpoint leaves: log rows of steps the resume trains again, and a
+// half-written last line. The resumed run's logs must read as one run: each step once, whole lines.
+TEST_F(Trainer, ResumeDropsLogRowsPastTheCheckpointAndAHalfWrittenLine) {
+  options_.steps = 4;
+  options_.stop_at = 2;
+  run_training(options_, (dir_ / "killed").string(), false);
+  {
+    std::ofstream csv(dir_ / "killed" / "log.csv", std::ios::app);
+    csv << "3,0.5,0.001,2.0,1.0,\n4,0.4";  // step 3 trained after the checkpoint, then a kill mid-line
+    std::ofstream metrics(dir_ / "killed" / "metrics.jsonl", std::ios::app);
+    metrics << "{\"step\":3,\"loss\":0.5}\n{\"step\":4,\"lo";
+  }
+  options_.stop_at = 0;
+  run_training(options_, (dir_ / "killed").string(), true);
+
+  auto lines_of = [](const fs::path& path) {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  };
+  auto csv = lines_of(dir_ / "killed" / "log.csv");
+  ASSERT_EQ(csv.size(), 5u) << "header and steps 1-4";
+  EXPECT_EQ(csv[0].rfind("step,loss,", 0), 0u);
+  for (int step = 1; step <= 4; ++step) {
+    EXPECT_EQ(csv[step].rfind(std::to_string(step) + ",", 0), 0u) << csv[step];
+    EXPECT_EQ(std::count(csv[step].begin(), csv[step].end(), ','), 5) << csv[step];
+  }
+  auto metrics = lines_of(dir_ / "killed" / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 4u);
+  for (int step = 1; step <= 4; ++step) {
+    auto record = config::Json::parse(metrics[step - 1]);  // throws on a half-written line
+    EXPECT_EQ(record.at("step"), step);
+    EXPECT_TRUE(record.contains("steps_per_second")) << "the planted row of step 3 must be gone";
+  }
 }
 
 TEST_F(Trainer, StageTwoStartsFromStageOneAndKeepsTheDecoderFrozen) {
