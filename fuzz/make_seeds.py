@@ -124,6 +124,21 @@ def tiff(path, pixels):
         f.write(b"II*\0" + (8).to_bytes(4, "little") + ifd + bytes(4) + data)
 
 
+def tiff_big_endian(path):
+    """An 8x8 grey TIFF in Motorola byte order ("MM"), one strip."""
+    pixels = bytes((x * 4 + y * 28) % 256 for y in range(8) for x in range(8))
+    tags = [(256, 3, 1, 8), (257, 3, 1, 8), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 0), (277, 3, 1, 1), (278, 3, 1, 8), (279, 4, 1, len(pixels))]
+    strip = 8 + 2 + 12 * len(tags) + 4
+    ifd = len(tags).to_bytes(2, "big")
+    for tag, kind, count, value in tags:
+        value = strip if tag == 273 else value
+        field = value.to_bytes(2, "big") + bytes(2) if kind == 3 else value.to_bytes(4, "big")
+        ifd += tag.to_bytes(2, "big") + kind.to_bytes(2, "big") + count.to_bytes(4, "big") + field
+    with open(path, "wb") as f:
+        f.write(b"MM\0*" + (8).to_bytes(4, "big") + ifd + bytes(4) + pixels)
+
+
 def planar_seeds():
     """Synthetic ultrasound-like images (an ellipse on a gradient) and a label; the formats and
     pixel types the readers handle, each a few hundred bytes."""
@@ -140,6 +155,21 @@ def planar_seeds():
     bmp(out("fuzz_image2d", "us.bmp"), grey[:8, :10])
     tiff(out("fuzz_image2d", "us_grey.tif"), grey[:8, :8, None])
     tiff(out("fuzz_image2d", "us_rgb.tif"), np.stack([grey, grey, grey], -1)[:6, :6])
+    # TIFFs of another writer (Pillow, Debian python3-pil, which python3-matplotlib brings): the
+    # layouts the directory checks of src/io/volume.cpp must let through.
+    try:
+        from PIL import Image
+        ramp = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+        Image.fromarray(ramp).save(out("fuzz_image2d", "us_grey_lzw.tif"), compression="tiff_lzw")
+        Image.fromarray((np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)).save(
+            out("fuzz_image2d", "us_16bit.tif"))
+        pages = [Image.fromarray(((ramp + 10 * i) % 256).astype(np.uint8)) for i in range(3)]
+        pages[0].save(out("fuzz_image2d", "us_pages.tif"), save_all=True, append_images=pages[1:])
+        Image.fromarray(ramp).save(out("fuzz_image2d", "us_deflate_dpi.tif"),
+                                   compression="tiff_adobe_deflate", dpi=(72, 72))
+    except ImportError:
+        print("make_seeds: no Pillow (apt-get install python3-pil): Pillow TIFF seeds not written")
+    tiff_big_endian(out("fuzz_image2d", "us_grey_bigendian.tif"))
     # JPEG through libjpeg-turbo's cjpeg (Debian libjpeg-turbo-progs), when it is there.
     pgm = b"P5 16 16 255\n" + grey[:16, :16].tobytes()
     try:

@@ -515,9 +515,12 @@ void check_tiff_directories(const std::string& path) {
   // scanline buffer: fuzz_image2d), so all pages must agree on it.
   const uint64_t layout_tags[] = {256, 257, 258, 277, 284, 339};  // width .. SampleFormat
   std::map<uint64_t, uint64_t> layout;
+  std::set<uint64_t> page_tags;
   auto check_tiff_entry = [&](uint64_t at) {
     const uint64_t tag = get(at, 2), type = get(at + 2, 2), count = big ? get(at + 4, 8) : get(at + 4, 4);
     const std::string name = "tag " + std::to_string(tag);
+    // libtiff keeps the first of two equal tags; a second ImageWidth must not hide a huge first one.
+    if (!page_tags.insert(tag).second) fail(name + " appears twice in one directory");
     const int size = tiff_type_size(type, big);
     if (size == 0) fail(name + " has the unknown type " + std::to_string(type));
     if (count > bytes.size()) fail(name + " has more values than the file has bytes");
@@ -546,9 +549,16 @@ void check_tiff_directories(const std::string& path) {
     const uint64_t entries = big ? get(ifd, 8) : get(ifd, 2);
     if (entries > bytes.size()) fail("a directory has more entries than the file has bytes");
     const uint64_t first = big ? ifd + 8 : ifd + 2, entry_size = big ? 20 : 12;
+    page_tags.clear();
     layout = {{258, 1}, {277, 1}, {284, 1}, {339, 1}};  // TIFF defaults: 1 bit, 1 sample, contiguous, unsigned
     for (uint64_t e = 0; e < entries; ++e) check_tiff_entry(first + e * entry_size);
     if (!layout.count(256) || !layout.count(257)) fail("a page has no ImageWidth or ImageLength");
+    // Pixels are in strips or in tiles, never both (libtiff leaked its offset arrays on a page
+    // with both: fuzz_image2d, LeakSanitizer), and a tiled page names all four tile tags.
+    const bool strips = page_tags.count(273) || page_tags.count(279);
+    const int tile_tags = page_tags.count(322) + page_tags.count(323) + page_tags.count(324) + page_tags.count(325);
+    if (strips && tile_tags > 0) fail("a page has both strip and tile tags");
+    if (!strips && tile_tags != 4) fail("a page has neither StripOffsets nor all four tile tags");
     // libtiff sizes its strip tables from these while it opens the file, before ITK can check the
     // image size (fuzz_image2d: a 230-byte file with ImageLength 3.5e9 asked for 3.5 GB).
     const uint64_t width = layout[256], length = layout[257], samples = layout[277], bits = layout[258];

@@ -693,6 +693,9 @@ TEST_F(VolumeIo, TiffWithTagsItkWouldOverflowOnIsCorrupt) {
   EXPECT_THROW(read_image(regression("tiff-pages-differ-overruns-itk.tif")), IoError);
   // ImageLength 3.5e9 in a 230-byte file: libtiff allocated 3.5 GB for its strip table.
   expect_corrupt(regression("tiff-huge-length-libtiff-allocates.tif"));
+  // A page with two ImageWidth entries, the first 4.3e9: ITK allocated 4.3 GB for a scanline.
+  expect_corrupt(regression("tiff-width-twice-itk-allocates.tif"));
+  expect_corrupt(regression("tiff-strips-and-tiles-libtiff-leaks.tif"));
   auto with = [&](std::array<uint32_t, 4> extra) {
     auto entries = kPlainTiff;
     entries.push_back(extra);
@@ -705,6 +708,8 @@ TEST_F(VolumeIo, TiffWithTagsItkWouldOverflowOnIsCorrupt) {
       {"width-as-ascii.tif", [&] { auto e = kPlainTiff; e[0] = {256, 2, 1, 8}; return hand_made_tiff(e); }()},
       {"values-past-the-end.tif", with({270, 2, 4000, 200})},
       {"text-without-nul.tif", with({64006, 2, 1, 1})},  // ITK's strlen read past libtiff's copy
+      {"width-twice.tif", with({256, 4, 1, 4294443016u})},  // libtiff keeps the first, huge one
+      {"strips-and-tiles.tif", with({324, 4, 1, 8})},  // libtiff leaked its offset arrays
       {"no-width.tif", [&] { auto e = kPlainTiff; e.erase(e.begin()); return hand_made_tiff(e); }()},
   };
   for (const auto& [name, bytes] : cases) {
