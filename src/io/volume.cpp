@@ -34,8 +34,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <optional>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -205,13 +205,20 @@ NiftiScan scan_nifti(const std::string& path) {
   }
   if (dim[0] < 1 || dim[0] > 7 || bitpix <= 0 || bitpix % 8 != 0) return {};
   // Spacing and orientation must be finite: ITK 5.2 hands a NaN in the sform/qform to vnl_svd,
-  // whose assert_finite calls abort() (fuzz_nifti). pixdim[1..7], quatern_b..qoffset_z, srow_*.
+  // whose assert_finite calls abort() (fuzz_nifti). They must also be far from the float range:
+  // an sform entry of -2^127 overflowed inside vnl_svd<float> (LINPACK's ssvdc) to a NaN it
+  // iterates on for good, a hang (fuzz_nifti). No scanner geometry comes near 10^9 mm (1000 km),
+  // and below that no product or sum of squares in ITK's orientation code overflows a float.
+  // pixdim[1..7], quatern_b..qoffset_z, srow_*.
   {
+    constexpr double kLargestGeometryValue = 1e9;
     bool finite = true;
     auto check = [&](int offset, int count) {
-      for (int i = 0; i < count; ++i)
-        finite &= nifti2 ? std::isfinite(load<double>(header + offset + 8 * i, swap))
-                         : std::isfinite(load<float>(header + offset + 4 * i, swap));
+      for (int i = 0; i < count; ++i) {
+        const double value = nifti2 ? load<double>(header + offset + 8 * i, swap)
+                                    : load<float>(header + offset + 4 * i, swap);
+        finite &= std::isfinite(value) && std::abs(value) <= kLargestGeometryValue;
+      }
     };
     if (nifti2) {
       check(104 + 8, 7);
@@ -221,8 +228,10 @@ NiftiScan scan_nifti(const std::string& path) {
       check(256, 18);
     }
     if (!finite) {
-      SEGICL_THROW(IoError, "NIfTI header has a NaN or infinite spacing or orientation", path,
-                   kCorruptHint);
+      SEGICL_THROW(IoError,
+                   "NIfTI header has a NaN, infinite or implausibly large (over 10^9) spacing or "
+                   "orientation",
+                   path, kCorruptHint);
     }
   }
   // The header's sizes are untrusted: products are overflow-checked (fuzz_nifti found a signed
@@ -409,6 +418,20 @@ void check_jpeg(const std::string& path) {
     SEGICL_THROW(IoError, "not a readable JPEG file (" + shorten(problem) + ")", path, kCorruptHint);
 }
 
+// ---- fixed-size header fields ----
+// The unsigned integer of `size` bytes (at most 8) at `at` of a file read into memory, in the
+// given byte order; nullopt when the field does not lie wholly inside the file. The BMP and TIFF
+// checks below read untrusted offsets with it.
+std::optional<uint64_t> read_uint(const std::string& bytes, uint64_t at, int size, bool little) {
+  if (at > bytes.size() || bytes.size() - at < static_cast<uint64_t>(size)) return std::nullopt;
+  uint64_t value = 0;
+  for (int i = 0; i < size; ++i) {
+    const uint64_t byte = static_cast<unsigned char>(bytes[at + (little ? i : size - 1 - i)]);
+    value |= byte << (8 * i);
+  }
+  return value;
+}
+
 // ---- BMP header ----
 // ITK 5.2's BMP reader trusts the header: its RLE8 decoder writes past the image buffer when the
 // runs describe more pixels than the image has (fuzz_image2d: a SEGV in itk::BMPImageIO::Read, and
@@ -420,11 +443,11 @@ void check_bmp(const std::string& path) {
   auto fail = [&](const std::string& what, const std::string& hint = kCorruptHint) {
     SEGICL_THROW(IoError, "not a readable BMP file (" + what + ")", path, hint);
   };
-  auto get = [&](size_t at, int size) -> int64_t {
-    if (bytes.size() < at + size) fail("its header is cut short");
-    uint32_t value = 0;
-    for (int i = 0; i < size; ++i) value |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
-    return size == 4 ? static_cast<int32_t>(value) : static_cast<int64_t>(value);  // heights may be negative
+  auto get = [&](uint64_t at, int size) -> int64_t {
+    const std::optional<uint64_t> value = read_uint(bytes, at, size, /*little=*/true);
+    if (!value) fail("its header is cut short");
+    // 4-byte fields are signed (a negative height means top-down rows).
+    return size == 4 ? static_cast<int32_t>(*value) : static_cast<int64_t>(*value);
   };
   if (bytes.size() < 26 || bytes.compare(0, 2, "BM") != 0) fail("no BM signature");
   const int64_t pixels_at = static_cast<uint32_t>(get(10, 4)), info_size = static_cast<uint32_t>(get(14, 4));
@@ -493,13 +516,9 @@ void check_tiff_directories(const std::string& path) {
   const bool little = bytes[0] == 'I' && bytes[1] == 'I';
   if (!little && !(bytes[0] == 'M' && bytes[1] == 'M')) fail("no byte-order mark");
   auto get = [&](uint64_t at, int size) -> uint64_t {
-    if (at > bytes.size() || bytes.size() - at < static_cast<uint64_t>(size)) fail("a directory points past the end");
-    uint64_t value = 0;
-    for (int i = 0; i < size; ++i) {
-      const uint64_t byte = static_cast<unsigned char>(bytes[at + (little ? i : size - 1 - i)]);
-      value |= byte << (8 * i);
-    }
-    return value;
+    const std::optional<uint64_t> value = read_uint(bytes, at, size, little);
+    if (!value) fail("a directory points past the end");
+    return *value;
   };
   const uint64_t version = get(2, 2);
   if (version != 42 && version != 43) fail("unknown version " + std::to_string(version));

@@ -99,8 +99,7 @@ void ModelConfig::validate(const std::string &origin) const {
     fail("resolution/8 must be divisible by 2^(levels-1) of unet_channel_mult");
   if (unet_channels % 2 != 0) fail("unet_channels must be even (sinusoidal embedding)");
   for (int64_t m : unet_channel_mult)
-    if (m <= 0 || (unet_channels * m) % unet_heads != 0)
-      fail("unet_heads must divide every UNet level width");
+    if ((unet_channels * m) % unet_heads != 0) fail("unet_heads must divide every UNet level width");
   if (unet_res_blocks <= 0) fail("unet_res_blocks must be positive");
   if (vision_width % vision_heads != 0) fail("vision_heads must divide vision_width");
   if (d_model % num_heads != 0) fail("num_heads must divide d_model");
@@ -116,8 +115,6 @@ void ModelConfig::validate(const std::string &origin) const {
     fail("architecture must be \"segicl\" or \"crossconv\"");
   if (crossconv_encoder.size() < 2 || crossconv_decoder.size() + 1 != crossconv_encoder.size())
     fail("crossconv_decoder must have one level fewer than crossconv_encoder (>= 2 levels)");
-  for (int64_t w : crossconv_encoder) if (w <= 0) fail("crossconv widths must be positive");
-  for (int64_t w : crossconv_decoder) if (w <= 0) fail("crossconv widths must be positive");
   if (crossconv_patch < 1) fail("crossconv_patch must be >= 1");
   if (is_crossconv() &&
       (resolution % crossconv_patch != 0 ||

@@ -247,7 +247,9 @@ int64_t step_of_json_line(const std::string& line) {
 // and possibly a half-written last line (the logs are appended, not published atomically). On
 // resume only the whole records up to the checkpoint's step are kept, so that the logs read as one
 // run: each step once, every line whole. The trimmed file replaces the old one atomically.
-void trim_log_to_step(const fs::path& path, int64_t step, const std::string& header) {
+// `header` is the CSV header line to write first, empty for a log without one (JSON lines).
+void trim_log_to_step(const fs::path& path, int64_t step, const std::string& header,
+                      int64_t (*step_of_line)(const std::string&)) {
   if (!fs::exists(path)) {
     if (!header.empty()) write_file_atomic(path.string(), header + "\n");
     return;
@@ -257,7 +259,7 @@ void trim_log_to_step(const fs::path& path, int64_t step, const std::string& hea
   size_t begin = 0;
   for (size_t end; (end = text.find('\n', begin)) != std::string::npos; begin = end + 1) {
     const std::string line = text.substr(begin, end - begin);  // a line without '\n' is never kept
-    const int64_t line_step = header.empty() ? step_of_json_line(line) : step_of_csv_line(line);
+    const int64_t line_step = step_of_line(line);
     if (line_step >= 0 && line_step <= step) kept += line + "\n";
   }
   if (kept != text) write_file_atomic(path.string(), kept);
@@ -527,8 +529,8 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   if (root) {
     const std::string csv_header = "step,loss,learning_rate,steps_per_second,elapsed_seconds,val_dice";
     if (resume) {
-      trim_log_to_step(dir / "log.csv", start_step, csv_header);
-      trim_log_to_step(dir / "metrics.jsonl", start_step, "");
+      trim_log_to_step(dir / "log.csv", start_step, csv_header, step_of_csv_line);
+      trim_log_to_step(dir / "metrics.jsonl", start_step, "", step_of_json_line);
     }
     // A fresh start in a folder without a checkpoint (a run killed before its first one) starts
     // its logs afresh too.

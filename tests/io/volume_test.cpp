@@ -623,6 +623,31 @@ TEST_F(VolumeIo, NiftiWithANanOrientationIsCorruptNotAnAbort) {
   }
 }
 
+TEST_F(VolumeIo, NiftiWithAHugeOrientationIsCorruptNotAHang) {
+  // fuzz_nifti: srow_x[1] = -2^127 overflowed inside ITK's vnl_svd<float> to a NaN that LINPACK's
+  // ssvdc iterated on without end (a hang, found as a libFuzzer timeout).
+  expect_corrupt(regression("nifti-huge-sform-hangs-itk-svd.nii"));
+  auto sform_nifti = [&](const std::string& name, std::array<float, 12> srow) {
+    write_raw_nifti(path(name), {3, 2, 2, 2, 1, 1, 1, 1}, 4, 16, std::string(16, '\0'));
+    std::string bytes = read_file(path(name));
+    const int16_t sform_code = 2;
+    std::memcpy(&bytes[254], &sform_code, 2);
+    std::memcpy(&bytes[280], srow.data(), sizeof srow);
+    for (int axis = 0; axis < 3; ++axis) {  // pixdim[1..3]: the column lengths, as writers store
+      const float length = std::abs(srow[4 * axis + axis]);
+      std::memcpy(&bytes[80 + 4 * axis], &length, sizeof length);
+    }
+    write_file_atomic(path(name), bytes);
+    return path(name);
+  };
+  expect_corrupt(sform_nifti("huge.nii", {-0.5f, -1.7e38f, 0, 1, 0, 0.5f, 0, 2, 0, 0, 3, 3}));
+  expect_corrupt(sform_nifti("over.nii", {0.5f, 0, 0, 2e9f, 0, 0.5f, 0, 2, 0, 0, 3, 3}));
+  // A plausible sform still reads, with its geometry: 0.5 x 0.5 x 3 mm.
+  const Volume ok = read_image(sform_nifti("ok.nii", {0.5f, 0, 0, 300, 0, 0.5f, 0, -20, 0, 0, 3, 7}));
+  EXPECT_FLOAT_EQ(ok.geometry.spacing[0], 0.5);
+  EXPECT_FLOAT_EQ(ok.geometry.spacing[2], 3.0);
+}
+
 TEST_F(VolumeIo, NrrdWithBrokenGzipDataIsCorrupt) {
   // fuzz_meta: NrrdIO leaks ~60 KB (stream and buffers) on gzip data that fails, and its image
   // struct on raw data that runs short; both are checked before ITK reads the data now.
