@@ -203,21 +203,21 @@ NiftiScan scan_nifti(const std::string& path) {
     bitpix = load<int16_t>(header + 72, swap);
     vox_offset = load<float>(header + 108, swap);
   }
-  if (dim[0] < 1 || dim[0] > 7 || bitpix <= 0 || bitpix % 8 != 0) return {};
   // Spacing and orientation must be finite: ITK 5.2 hands a NaN in the sform/qform to vnl_svd,
   // whose assert_finite calls abort() (fuzz_nifti). They must also be far from the float range:
   // an sform entry of -2^127 overflowed inside vnl_svd<float> (LINPACK's ssvdc) to a NaN it
   // iterates on for good, a hang (fuzz_nifti). No scanner geometry comes near 10^9 mm (1000 km),
   // and below that no product or sum of squares in ITK's orientation code overflows a float.
-  // pixdim[1..7], quatern_b..qoffset_z, srow_*.
+  // pixdim[1..7], quatern_b..qoffset_z, srow_*. Checked before the early return below: nifti1_io
+  // reads a file with bitpix 0 all the same (fuzz_nifti: NaN quaternion, bitpix 0, abort()).
   {
     constexpr double kLargestGeometryValue = 1e9;
-    bool finite = true;
+    bool plausible = true;
     auto check = [&](int offset, int count) {
       for (int i = 0; i < count; ++i) {
         const double value = nifti2 ? load<double>(header + offset + 8 * i, swap)
                                     : load<float>(header + offset + 4 * i, swap);
-        finite &= std::isfinite(value) && std::abs(value) <= kLargestGeometryValue;
+        plausible &= std::isfinite(value) && std::abs(value) <= kLargestGeometryValue;
       }
     };
     if (nifti2) {
@@ -227,13 +227,14 @@ NiftiScan scan_nifti(const std::string& path) {
       check(76 + 4, 7);
       check(256, 18);
     }
-    if (!finite) {
+    if (!plausible) {
       SEGICL_THROW(IoError,
                    "NIfTI header has a NaN, infinite or implausibly large (over 10^9) spacing or "
                    "orientation",
                    path, kCorruptHint);
     }
   }
+  if (dim[0] < 1 || dim[0] > 7 || bitpix <= 0 || bitpix % 8 != 0) return {};
   // The header's sizes are untrusted: products are overflow-checked (fuzz_nifti found a signed
   // overflow here), and an offset or size past any real file is refused before it is used.
   int64_t expected = bitpix / 8;  // data bytes
