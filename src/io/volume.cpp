@@ -600,6 +600,46 @@ void check_tiff_directories(const std::string& path) {
   }
 }
 
+// ---- Compressed data ----
+// Inflates a gzip or zlib stream (`data`, `size` bytes) without keeping its output and refuses it
+// unless it runs to its end and yields at least the `claimed` bytes. ITK's readers do worse on the
+// same streams: NrrdIO leaks (below), and MetaIO zero-fills a short stream's tail and loops
+// forever on a zlib header asking for a preset dictionary (inflate's Z_NEED_DICT, found by
+// fuzz_meta). A stream running far past the claim is refused without inflating it all.
+void check_deflated_data(const std::string& path, const std::string& what, const char* data,
+                         size_t size, uint64_t claimed) {
+  z_stream stream{};
+  if (inflateInit2(&stream, 15 + 32) != Z_OK)  // 15 + 32: gzip or zlib header
+    SEGICL_THROW(IoError, "cannot start zlib", path, "");
+  size_t fed = 0;  // zlib takes at most 4 GiB of input per call
+  std::vector<unsigned char> chunk(1 << 16);
+  uint64_t produced = 0;
+  int status = Z_OK;
+  // To the end of the stream: its checksum comes last, and a bad one leaks in NrrdIO as well.
+  while (status == Z_OK && produced <= claimed + chunk.size()) {
+    if (stream.avail_in == 0 && fed < size) {
+      stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data + fed));
+      stream.avail_in = static_cast<uInt>(std::min<size_t>(size - fed, size_t{1} << 30));
+      fed += stream.avail_in;
+    }
+    stream.next_out = chunk.data();
+    stream.avail_out = static_cast<uInt>(chunk.size());
+    status = inflate(&stream, Z_NO_FLUSH);
+    produced += chunk.size() - stream.avail_out;
+  }
+  inflateEnd(&stream);
+  if (produced < claimed || status != Z_STREAM_END) {
+    const char* why = status == Z_DATA_ERROR  ? " (corrupt stream)"
+                      : status == Z_NEED_DICT ? " (the stream asks for a preset dictionary)"
+                      : status != Z_STREAM_END ? " (no stream end)"
+                                               : "";
+    SEGICL_THROW(IoError,
+                 what + " yields " + std::to_string(produced) + " bytes for the " +
+                     std::to_string(claimed) + " its header claims" + why,
+                 path, kCorruptHint);
+  }
+}
+
 // ---- NRRD data ----
 // ITK 5.2's NrrdIO leaks its gzip stream and buffers (about 60 KB) whenever gzip data fails to
 // decompress or runs short, and its image struct when raw data runs short (found by fuzz_meta):
@@ -609,8 +649,10 @@ std::optional<std::string> header_field(const std::string& path, const std::stri
                                         char separator, bool ignore_case);
 
 void check_nrrd_data(const std::string& path, uint64_t claimed) {
-  const auto encoding = header_field(path, "encoding", ':', true);
+  auto encoding = header_field(path, "encoding", ':', true);
   if (!encoding) return;
+  std::transform(encoding->begin(), encoding->end(), encoding->begin(),  // NrrdIO ignores case
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   const std::string bytes = read_file(path);
   size_t start = bytes.find("\n\n");
   if (start == std::string::npos) return;  // no data: NrrdIO refuses it
@@ -623,30 +665,7 @@ void check_nrrd_data(const std::string& path, uint64_t claimed) {
                  path, kCorruptHint);
   }
   if (*encoding != "gzip" && *encoding != "gz") return;
-  z_stream stream{};
-  if (inflateInit2(&stream, 15 + 32) != Z_OK)  // 15 + 32: gzip or zlib header
-    SEGICL_THROW(IoError, "cannot start zlib", path, "");
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data() + start));
-  stream.avail_in = static_cast<uInt>(bytes.size() - start);
-  std::vector<unsigned char> chunk(1 << 16);
-  uint64_t produced = 0;
-  int status = Z_OK;
-  // To the end of the stream: its CRC-32 comes last, and a bad one leaks as well. A stream
-  // running far past the claimed size is refused without inflating it all.
-  while (status == Z_OK && produced <= claimed + chunk.size()) {
-    stream.next_out = chunk.data();
-    stream.avail_out = static_cast<uInt>(chunk.size());
-    status = inflate(&stream, Z_NO_FLUSH);
-    produced += chunk.size() - stream.avail_out;
-  }
-  inflateEnd(&stream);
-  if (produced < claimed || status != Z_STREAM_END) {
-    SEGICL_THROW(IoError,
-                 "gzip data yields " + std::to_string(produced) + " bytes for the " +
-                     std::to_string(claimed) + " its header claims" +
-                     (status == Z_DATA_ERROR ? " (corrupt stream)" : status != Z_STREAM_END ? " (no stream end)" : ""),
-                 path, kCorruptHint);
-  }
+  check_deflated_data(path, "gzip data", bytes.data() + start, bytes.size() - start, claimed);
 }
 
 // ---- The reader for an extension ----
@@ -692,7 +711,9 @@ std::optional<std::string> header_field(const std::string& path, const std::stri
     size_t value = at + needle.size();
     while (value < head.size() && (head[value] == ' ' || head[value] == '\t')) ++value;
     if (value >= head.size() || head[value] != separator) continue;
-    const size_t eol = std::min(head.find('\n', value), head.size());
+    // A line ends at a NUL too, as the C readers behind ITK see it: "encoding: gzip\0..." is
+    // gzip to NrrdIO (fuzz_meta found it leaking past the gzip check below).
+    const size_t eol = std::min({head.find('\n', value), head.find('\0', value), head.size()});
     std::string text = head.substr(value + 1, eol - value - 1);
     while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
     while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.erase(0, 1);
@@ -807,12 +828,19 @@ void check_data_is_local(const std::string& path, const std::string& ext) {
   }
 }
 
+// Where a single-file .mha's compressed data lies in the file.
+struct CompressedSpan {
+  int64_t offset = 0;
+  int64_t size = 0;
+};
+
 // ITK's MetaIO returns a zero-filled tail for a truncated .mha (compressed or not), as nifti1_io
 // does, so compare the bytes after the header with what the header promises. Only single-file .mha
-// with ElementDataFile = LOCAL is checked; anything unusual is left to ITK.
-void check_mha_length(const std::string& path) {
+// with ElementDataFile = LOCAL is checked; anything unusual is left to ITK. Returns where its
+// compressed data lies, if it has any.
+std::optional<CompressedSpan> check_mha_length(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return;
+  if (!in) return std::nullopt;
   auto trim = [](std::string& t) {
     while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
     while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.erase(0, 1);
@@ -826,7 +854,7 @@ void check_mha_length(const std::string& path) {
   bool compressed_data = false, local = false;
   for (int lines = 0; lines < 200 && std::getline(in, line); ++lines) {
     const size_t eq = line.find('=');
-    if (eq == std::string::npos) return;
+    if (eq == std::string::npos) return std::nullopt;
     std::string key = line.substr(0, eq), value = line.substr(eq + 1);
     trim(key);
     trim(value);
@@ -835,7 +863,9 @@ void check_mha_length(const std::string& path) {
       int64_t n;
       while (values >> n) {
         // Overflow-checked: a fuzzed DimSize overflowed int64 here.
-        if (n <= 0 || __builtin_mul_overflow(voxels, n, &voxels) || voxels > kMaxDataBytes) return;
+        if (n <= 0 || __builtin_mul_overflow(voxels, n, &voxels) || voxels > kMaxDataBytes) {
+          return std::nullopt;
+        }
       }
     } else if (key == "CompressedData") {
       compressed_data = value == "True";
@@ -855,11 +885,11 @@ void check_mha_length(const std::string& path) {
       break;
     }
   }
-  if (!local || !in) return;
+  if (!local || !in) return std::nullopt;
   const int64_t header_end = static_cast<int64_t>(in.tellg());
   std::error_code ec;
   const int64_t available = static_cast<int64_t>(fs::file_size(path, ec)) - header_end;
-  if (ec) return;
+  if (ec) return std::nullopt;
   int64_t expected = -1;
   if (compressed_data) {
     expected = compressed;
@@ -872,6 +902,21 @@ void check_mha_length(const std::string& path) {
                      std::to_string(expected) + " data bytes",
                  path, kCorruptHint);
   }
+  // MetaIO inflates exactly CompressedDataSize bytes (the rest of the file without it).
+  if (compressed_data) return CompressedSpan{header_end, compressed > 0 ? compressed : available};
+  return std::nullopt;
+}
+
+// Inflated once here after ITK read the header (so `claimed` is the header's size, already
+// checked against the file's): see check_deflated_data for what MetaIO does otherwise.
+void check_mha_compressed_data(const std::string& path, const CompressedSpan& span,
+                               uint64_t claimed) {
+  std::ifstream in(path, std::ios::binary);
+  std::string data(static_cast<size_t>(span.size), '\0');
+  in.seekg(span.offset);
+  in.read(data.data(), static_cast<std::streamsize>(data.size()));
+  check_deflated_data(path, "compressed data", data.data(), static_cast<size_t>(in.gcount()),
+                      claimed);
 }
 
 // What the reader found before conversion to float.
@@ -1039,7 +1084,7 @@ Decoded decode(const std::string& path, bool expand_palette) {
   if (ext == ".jpg" || ext == ".jpeg") check_jpeg(path);
   if (ext == ".bmp") check_bmp(path);
   if (ext == ".tif" || ext == ".tiff") check_tiff_directories(path);
-  if (ext == ".mha") check_mha_length(path);
+  const auto mha_compressed = ext == ".mha" ? check_mha_length(path) : std::nullopt;
   return translate_itk(path, "cannot read image", kCorruptHint, [&] {
     itk::ImageIOBase::Pointer io = reader_for(ext);
     if (!io || !io->CanReadFile(path.c_str())) {
@@ -1052,6 +1097,7 @@ Decoded decode(const std::string& path, bool expand_palette) {
     check_dimensions(path, io);
     const uint64_t claimed = check_claimed_size(path, ext, io);
     if (ext == ".nrrd") check_nrrd_data(path, claimed);
+    if (mha_compressed) check_mha_compressed_data(path, *mha_compressed, claimed);
 
     const int stored = static_cast<int>(io->GetNumberOfComponents());
     const int kept = kept_channels(path, stored);

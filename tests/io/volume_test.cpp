@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -85,6 +86,19 @@ void write_raw_nifti(const std::string& path, std::array<int16_t, 8> dim, int16_
   std::memcpy(&header[344], "n+1\0", 4);
   std::ofstream out(path, std::ios::binary);
   out << header << payload;
+}
+
+// write_raw_nifti's 2x2x2 int16 image with sform_code 2 (an sform that ITK's orientation code
+// reads), its header bytes then edited by `patch` (offsets as in nifti1.h). Returns `path`.
+std::string write_sform_nifti(const std::string& path,
+                              const std::function<void(std::string&)>& patch) {
+  write_raw_nifti(path, {3, 2, 2, 2, 1, 1, 1, 1}, 4, 16, std::string(16, '\0'));
+  std::string bytes = read_file(path);
+  const int16_t sform_code = 2;
+  std::memcpy(&bytes[254], &sform_code, 2);
+  patch(bytes);
+  write_file_atomic(path, bytes);
+  return path;
 }
 
 class VolumeIo : public ::testing::Test {
@@ -507,6 +521,28 @@ TEST_F(VolumeIo, MhaWithANegativeCompressedDataSizeIsRefused) {
   expect_corrupt(regression("mha-bad-key-metaio-leaks.mha"));
 }
 
+TEST_F(VolumeIo, MhaWhoseZlibStreamAsksForADictionaryIsCorruptNotAHang) {
+  // fuzz_meta: a zlib header with the preset-dictionary flag made MetaIO's inflate loop spin for
+  // ever (inflate answers Z_NEED_DICT, which MetaIO neither accepts nor treats as an error).
+  expect_corrupt(regression("mha-zlib-preset-dictionary-hangs-metaio.mha"));
+  // The same flag set on a file our writer made (zlib header "x " = 0x78 0x20 is valid).
+  Volume image = make_volume({8, 6, 4});
+  write_image(image, path("ok.mha"));
+  std::string bytes = read_file(path("ok.mha"));
+  const std::string last_header_line = "ElementDataFile = LOCAL\n";
+  const size_t data = bytes.find(last_header_line) + last_header_line.size();
+  ASSERT_EQ(static_cast<unsigned char>(bytes[data]), 0x78u) << "our .mha writer stopped compressing";
+  EXPECT_EQ(read_image(path("ok.mha")).voxels, image.voxels);
+  bytes[data + 1] = 0x20;
+  write_file_atomic(path("dictionary.mha"), bytes);
+  expect_corrupt(path("dictionary.mha"));
+  try {
+    read_image(path("dictionary.mha"));
+  } catch (const IoError& e) {
+    EXPECT_TRUE(contains(e.message(), "preset dictionary")) << e.message();
+  }
+}
+
 TEST_F(VolumeIo, MhaHeadersMetaIoWouldMisreadAreRefused) {
   // fuzz_meta: a header with NDims twice, a malformed BinaryData line and no ElementDataFile line
   // made MetaIO write past the buffer ITK had sized (heap corruption, seen under valgrind).
@@ -612,14 +648,10 @@ TEST_F(VolumeIo, NiftiWithANanOrientationIsCorruptNotAnAbort) {
   expect_corrupt(regression("nifti-nan-sform-aborts-itk.nii"));
   for (int offset : {80 /* pixdim[1] */, 256 /* quatern_b */, 300 /* srow_y[1] */}) {
     SCOPED_TRACE(offset);
-    write_raw_nifti(path("nan.nii"), {3, 2, 2, 2, 1, 1, 1, 1}, 4, 16, std::string(16, '\0'));
-    std::string bytes = read_file(path("nan.nii"));
-    const int16_t sform_code = 2;
-    std::memcpy(&bytes[254], &sform_code, 2);
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-    std::memcpy(&bytes[offset], &nan, sizeof nan);
-    write_file_atomic(path("nan.nii"), bytes);
-    expect_corrupt(path("nan.nii"));
+    expect_corrupt(write_sform_nifti(path("nan.nii"), [&](std::string& bytes) {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::memcpy(&bytes[offset], &nan, sizeof nan);
+    }));
   }
 }
 
@@ -631,17 +663,13 @@ TEST_F(VolumeIo, NiftiWithAHugeOrientationIsCorruptNotAHang) {
   // past the checks to vnl_svd's abort().
   expect_corrupt(regression("nifti-bitpix-0-nan-quaternion-aborts-itk.nii"));
   auto sform_nifti = [&](const std::string& name, std::array<float, 12> srow) {
-    write_raw_nifti(path(name), {3, 2, 2, 2, 1, 1, 1, 1}, 4, 16, std::string(16, '\0'));
-    std::string bytes = read_file(path(name));
-    const int16_t sform_code = 2;
-    std::memcpy(&bytes[254], &sform_code, 2);
-    std::memcpy(&bytes[280], srow.data(), sizeof srow);
-    for (int axis = 0; axis < 3; ++axis) {  // pixdim[1..3]: the column lengths, as writers store
-      const float length = std::abs(srow[4 * axis + axis]);
-      std::memcpy(&bytes[80 + 4 * axis], &length, sizeof length);
-    }
-    write_file_atomic(path(name), bytes);
-    return path(name);
+    return write_sform_nifti(path(name), [&](std::string& bytes) {
+      std::memcpy(&bytes[280], srow.data(), sizeof srow);
+      for (int axis = 0; axis < 3; ++axis) {  // pixdim[1..3]: the column lengths, as writers store
+        const float length = std::abs(srow[4 * axis + axis]);
+        std::memcpy(&bytes[80 + 4 * axis], &length, sizeof length);
+      }
+    });
   };
   expect_corrupt(sform_nifti("huge.nii", {-0.5f, -1.7e38f, 0, 1, 0, 0.5f, 0, 2, 0, 0, 3, 3}));
   expect_corrupt(sform_nifti("over.nii", {0.5f, 0, 0, 2e9f, 0, 0.5f, 0, 2, 0, 0, 3, 3}));
@@ -660,6 +688,30 @@ TEST_F(VolumeIo, NrrdWithBrokenGzipDataIsCorrupt) {
   std::string bytes = read_file(path("ok.nrrd"));
   write_file_atomic(path("short.nrrd"), bytes.substr(0, bytes.size() - 12));
   expect_corrupt(path("short.nrrd"));
+  // fuzz_meta: "encoding: gzip" followed by NULs is gzip to NrrdIO (a C string) but was not to
+  // our check, so NrrdIO met the broken stream and leaked. Our check must be the one refusing
+  // it, whatever the case of the value or the bytes after a NUL.
+  auto expect_our_gzip_check = [&](const std::string& file) {
+    try {
+      read_image(file);
+      FAIL() << "expected IoError for " << file;
+    } catch (const IoError& e) {
+      EXPECT_TRUE(contains(e.message(), "gzip data yields")) << e.message();
+    }
+  };
+  expect_our_gzip_check(regression("nrrd-gzip-encoding-with-nul-itk-leaks.nrrd"));
+  const std::string plain = "encoding: gzip\n";
+  const size_t at = bytes.find(plain);
+  ASSERT_NE(at, std::string::npos);
+  for (const std::string& spelled : {std::string("encoding: GZip\n"),
+                                     std::string("encoding: gzip\0\0\xfc\n", 18)}) {
+    std::string variant = bytes;
+    variant.replace(at, plain.size(), spelled);
+    write_file_atomic(path("variant.nrrd"), variant);
+    EXPECT_EQ(read_labels(path("variant.nrrd")).labels, make_labels({6, 5, 4}).labels);
+    write_file_atomic(path("variant.nrrd"), variant.substr(0, variant.size() - 12));
+    expect_our_gzip_check(path("variant.nrrd"));
+  }
 }
 
 TEST_F(VolumeIo, TiffWhoseDirectoryChainLoopsIsCorruptNotAHang) {
