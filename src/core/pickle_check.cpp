@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "segicl/core/bytes.h"
 #include "segicl/core/error.h"
 
 namespace segicl {
@@ -104,12 +105,7 @@ class PickleWalker {
     pos_ += n;
     return out;
   }
-  uint64_t le(int n) {
-    auto b = take(n);
-    uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= uint64_t(static_cast<unsigned char>(b[i])) << (8 * i);
-    return v;
-  }
+  uint64_t le(int n) { return *read_uint(take(n), 0, n); }  // take() checked the bounds
   void line(size_t at) {
     const size_t end = bytes_.find('\n', pos_);
     if (end == std::string_view::npos || end - pos_ > 256) fail("GLOBAL name not terminated", at);

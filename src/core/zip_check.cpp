@@ -4,7 +4,9 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 
+#include "segicl/core/bytes.h"
 #include "segicl/core/error.h"
 
 #if SEGICL_HAVE_ZLIB
@@ -38,12 +40,9 @@ class Reader {
   Reader(std::string_view bytes, const std::string& path) : bytes_(bytes), path_(path) {}
   template <typename T>
   T at(uint64_t offset) const {
-    if (offset > bytes_.size() || bytes_.size() - offset < sizeof(T))
-      SEGICL_THROW(FormatError, "zip directory points past the end of the file", path_, kHint);
-    T value = 0;
-    for (size_t i = 0; i < sizeof(T); ++i)
-      value |= static_cast<T>(static_cast<unsigned char>(bytes_[offset + i])) << (8 * i);
-    return value;
+    const std::optional<uint64_t> value = read_uint(bytes_, offset, sizeof(T));
+    if (!value) SEGICL_THROW(FormatError, "zip directory points past the end of the file", path_, kHint);
+    return static_cast<T>(*value);
   }
   std::string_view slice(uint64_t offset, uint64_t size) const {
     if (offset > bytes_.size() || bytes_.size() - offset < size)

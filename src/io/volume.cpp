@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "segicl/core/atomic_file.h"
+#include "segicl/core/bytes.h"
 #include "segicl/core/error.h"
 
 namespace segicl::io {
@@ -417,20 +418,6 @@ void check_jpeg(const std::string& path) {
   const std::string problem = jpeg_problem(path);
   if (!problem.empty())
     SEGICL_THROW(IoError, "not a readable JPEG file (" + shorten(problem) + ")", path, kCorruptHint);
-}
-
-// ---- fixed-size header fields ----
-// The unsigned integer of `size` bytes (at most 8) at `at` of a file read into memory, in the
-// given byte order; nullopt when the field does not lie wholly inside the file. The BMP and TIFF
-// checks below read untrusted offsets with it.
-std::optional<uint64_t> read_uint(const std::string& bytes, uint64_t at, int size, bool little) {
-  if (at > bytes.size() || bytes.size() - at < static_cast<uint64_t>(size)) return std::nullopt;
-  uint64_t value = 0;
-  for (int i = 0; i < size; ++i) {
-    const uint64_t byte = static_cast<unsigned char>(bytes[at + (little ? i : size - 1 - i)]);
-    value |= byte << (8 * i);
-  }
-  return value;
 }
 
 // ---- BMP header ----
