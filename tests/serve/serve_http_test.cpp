@@ -172,6 +172,16 @@ class ServeHttp : public ::testing::Test {
     return {field, read_file(path(file)), file, "application/octet-stream"};
   }
 
+  // A request segmenting `image` (a 2D upload) for label 1 with the one plane example of SetUp.
+  static httplib::MultipartFormDataItems plane_request(httplib::MultipartFormData image,
+                                                       const std::string& steps) {
+    return {std::move(image),
+            part("example_image", "ex.png"),
+            part("example_label", "ex_labels.png"),
+            {"steps", steps, "", ""},
+            {"label", "1", "", ""}};
+  }
+
   httplib::Client client(const std::string& token = kToken) const {
     httplib::Client c("127.0.0.1", port_);
     c.set_read_timeout(120);
@@ -260,12 +270,7 @@ TEST_F(ServeHttp, VolumeMaskComesBackOnTheInputsGridWithUncertaintyAndTiming) {
 }
 
 TEST_F(ServeHttp, PlaneMaskComesBackAsRawPngWithTimingHeaders) {
-  auto res = segment({part("image", "query.png"),
-                      part("example_image", "ex.png"),
-                      part("example_label", "ex_labels.png"),
-                      {"steps", "2", "", ""},
-                      {"label", "1", "", ""}},
-                     "?response=mask");
+  auto res = segment(plane_request(part("image", "query.png"), "2"), "?response=mask");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(res->get_header_value("Content-Type"), "image/png");
@@ -304,13 +309,8 @@ TEST_F(ServeHttp, TiffUploadsAreSegmentedAndCraftedOnesAre422) {
   const fs::path source(SEGICL_SOURCE_DIR);
   for (const char* name : {"us_grey.tif", "us_16bit.tif"}) {
     SCOPED_TRACE(name);
-    auto res = segment({{"image", read_file((source / "fuzz/corpus/fuzz_image2d" / name).string()), name,
-                         "image/tiff"},
-                        part("example_image", "ex.png"),
-                        part("example_label", "ex_labels.png"),
-                        {"steps", "1", "", ""},
-                        {"label", "1", "", ""}},
-                       "?response=mask");
+    const std::string tiff = read_file((source / "fuzz/corpus/fuzz_image2d" / name).string());
+    auto res = segment(plane_request({"image", tiff, name, "image/tiff"}, "1"), "?response=mask");
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 200) << res->body;
   }
