@@ -2,6 +2,9 @@
 // the NiiVue page at /. Parses flags and handles signals; the server itself is segicl_serve.
 #include <signal.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cerrno>
 #include <cstdio>
@@ -41,7 +44,19 @@ extern "C" void on_stop_signal(int) {
   [[maybe_unused]] const ssize_t ignored = ::write(stop_pipe[1], &byte, 1);
 }
 
+// glibc gives each thread that meets a locked arena a new one, up to 8 per core, and keeps every
+// arena at its high-water mark. The server's 40-odd pool threads each decode uploads and build
+// result volumes, so RSS climbed to 1.0-1.2 GB under the load test (bench/serve_load.sh) and
+// stayed there; with 2 arenas it stays near 0.33-0.37 GB at the same throughput (4 arenas: 0.46
+// GB; reports/RELIABILITY.md). A MALLOC_ARENA_MAX set by the operator wins.
+void limit_malloc_arenas() {
+#if defined(__GLIBC__)
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
+#endif
+}
+
 void run_serve(serve::ServerOptions options) {
+  limit_malloc_arenas();
   if (options.web_root.empty()) options.web_root = serve::find_web_root(executable_path());
   if (options.samples_root.empty()) options.samples_root = serve::find_samples_root();
   const std::string host = options.host;
