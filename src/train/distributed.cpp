@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 
@@ -165,6 +166,11 @@ struct Communicator::Impl {
 
 Communicator::Communicator(const DistributedOptions& options, const torch::Device& device)
     : impl_(std::make_unique<Impl>()) {
+  // A rank that dies closes its sockets, and the next write of a surviving rank to one of them
+  // (Gloo's writev, the store's send) raises SIGPIPE, whose default action killed that rank
+  // silently: exit 141 and no message, seen once in Distributed.KilledWorkerFailsTheJobAtOnce.
+  // Ignored, the write fails with EPIPE, the collective throws, and fail() reports it with a hint.
+  std::signal(SIGPIPE, SIG_IGN);
   auto& env = options.env;
   impl_->options = options;
   impl_->device = device;
