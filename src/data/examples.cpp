@@ -3,7 +3,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "segicl/core/error.h"
 
@@ -54,6 +56,26 @@ std::vector<int64_t> spread_example_slices(const PreparedVolume& volume, const s
     out.push_back(positives[rank]);
   }
   return out;
+}
+
+std::vector<int64_t> confident_planes(const torch::Tensor& probability, int count, double threshold,
+                                      int64_t min_pixels, int64_t min_gap) {
+  if (count < 0 || min_gap < 1) SEGICL_THROW(UsageError, "confident_planes needs count >= 0 and min_gap >= 1", "", "");
+  if (probability.dim() != 3)
+    SEGICL_THROW(ShapeError, "confident_planes expects [N, R, R] probabilities, got " + c10::str(probability.sizes()),
+                 "", "");
+  auto area = (probability > threshold).flatten(1).sum(1).to(torch::kLong).contiguous();
+  const int64_t* pixels = area.data_ptr<int64_t>();
+  std::vector<int64_t> order(area.numel());
+  for (int64_t s = 0; s < area.numel(); ++s) order[s] = s;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return pixels[a] > pixels[b]; });
+  std::vector<int64_t> chosen;
+  for (int64_t s : order) {
+    if (static_cast<int>(chosen.size()) >= count || pixels[s] < min_pixels) break;
+    bool apart = std::all_of(chosen.begin(), chosen.end(), [&](int64_t c) { return std::abs(c - s) >= min_gap; });
+    if (apart) chosen.push_back(s);
+  }
+  return chosen;
 }
 
 torch::Tensor binary_plane(const PreparedVolume& volume, int64_t slice, const std::vector<int>& label_ids,

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -76,6 +77,54 @@ PackPurpose purpose_from(const std::string& s, const std::string& path) {
 
 Role role_from(const std::string& s) {
   return s == "train" ? Role::kTrain : s == "eval" ? Role::kEval : Role::kOod;
+}
+
+// The uncompressed payload: images, labels, then the four int32 slice columns.
+std::string payload(const torch::Tensor& images, const torch::Tensor& labels,
+                    std::initializer_list<const std::vector<int32_t>*> columns) {
+  std::string raw;
+  raw.reserve(images.numel() + labels.numel() + 16 * images.size(0));
+  raw.append(reinterpret_cast<const char*>(images.data_ptr<uint8_t>()), images.numel());
+  raw.append(reinterpret_cast<const char*>(labels.data_ptr<uint8_t>()), labels.numel());
+  for (const auto* column : columns)
+    raw.append(reinterpret_cast<const char*>(column->data()), column->size() * sizeof(int32_t));
+  return raw;
+}
+
+// A description given as JSON is stored as JSON, anything else as a string.
+Json description_value(const std::string& description_json) {
+  try {
+    return Json::parse(description_json);
+  } catch (const Json::exception&) {
+    return description_json;
+  }
+}
+
+// The file layout of docs/formats/pack.md: magic, version, header, then the zstd payload with its
+// sizes and checksum. Written atomically.
+int64_t write_pack_file(const std::string& path, const std::string& header_text, const std::string& raw,
+                        int compression_level) {
+  std::string compressed(ZSTD_compressBound(raw.size()), '\0');
+  ZSTD_CCtx* ctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, compression_level);
+  ZSTD_CCtx_setParameter(ctx, ZSTD_c_enableLongDistanceMatching, 1);
+  size_t size = ZSTD_compress2(ctx, compressed.data(), compressed.size(), raw.data(), raw.size());
+  ZSTD_freeCCtx(ctx);
+  if (ZSTD_isError(size))
+    SEGICL_THROW(IoError, std::string("zstd compression failed: ") + ZSTD_getErrorName(size), path, "");
+  compressed.resize(size);
+
+  std::string file;
+  file.append(pf::kMagic, sizeof(pf::kMagic));
+  put<uint32_t>(file, pf::kPackVersion);
+  put<uint64_t>(file, header_text.size());
+  file += header_text;
+  put<uint64_t>(file, compressed.size());
+  put<uint64_t>(file, raw.size());
+  put<uint64_t>(file, fnv1a64(compressed.data(), compressed.size()));
+  file += compressed;
+  write_file_atomic(path, file);
+  return static_cast<int64_t>(file.size());
 }
 
 }  // namespace
@@ -166,41 +215,30 @@ int64_t PackWriter::write(const std::string& path, const std::string& descriptio
   for (const auto& t : tasks_)
     header["tasks"].push_back({{"name", t.name}, {"structure", t.structure}, {"dataset", t.dataset},
                                {"label_ids", t.label_ids}});
-  try {
-    header["description"] = Json::parse(description_json);
-  } catch (const Json::exception&) {
-    header["description"] = description_json;
-  }
-  const std::string header_text = header.dump();
+  header["description"] = description_value(description_json);
+  const std::string raw = payload(images, labels, {&slice_group_, &slice_dataset_, &slice_case_, &slice_index_});
+  return write_pack_file(path, header.dump(), raw, options_.compression_level);
+}
 
-  std::string raw;
-  raw.reserve(images.numel() + labels.numel() + 16 * n);
-  raw.append(reinterpret_cast<const char*>(images.data_ptr<uint8_t>()), images.numel());
-  raw.append(reinterpret_cast<const char*>(labels.data_ptr<uint8_t>()), labels.numel());
-  for (const auto* column : {&slice_group_, &slice_dataset_, &slice_case_, &slice_index_})
-    raw.append(reinterpret_cast<const char*>(column->data()), column->size() * sizeof(int32_t));
-
-  std::string compressed(ZSTD_compressBound(raw.size()), '\0');
-  ZSTD_CCtx* ctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, options_.compression_level);
-  ZSTD_CCtx_setParameter(ctx, ZSTD_c_enableLongDistanceMatching, 1);
-  size_t size = ZSTD_compress2(ctx, compressed.data(), compressed.size(), raw.data(), raw.size());
-  ZSTD_freeCCtx(ctx);
-  if (ZSTD_isError(size))
-    SEGICL_THROW(IoError, std::string("zstd compression failed: ") + ZSTD_getErrorName(size), path, "");
-  compressed.resize(size);
-
-  std::string file;
-  file.append(pf::kMagic, sizeof(pf::kMagic));
-  put<uint32_t>(file, pf::kPackVersion);
-  put<uint64_t>(file, header_text.size());
-  file += header_text;
-  put<uint64_t>(file, compressed.size());
-  put<uint64_t>(file, raw.size());
-  put<uint64_t>(file, fnv1a64(compressed.data(), compressed.size()));
-  file += compressed;
-  write_file_atomic(path, file);
-  return static_cast<int64_t>(file.size());
+int64_t PackWriter::write_subset(const Pack& source, const std::vector<int64_t>& slices, const std::string& path,
+                                 const std::string& description_json, int compression_level) {
+  if (slices.empty()) SEGICL_THROW(DataError, "nothing to pack: no slices were selected", path, "");
+  for (int64_t s : slices)
+    if (s < 0 || s >= source.num_slices())
+      SEGICL_THROW(UsageError, "slice " + std::to_string(s) + " is not in the source pack", path, "");
+  auto index = torch::tensor(slices, torch::kLong);
+  auto images = source.images_.index_select(0, index).contiguous();
+  auto labels = source.labels_.index_select(0, index).contiguous();
+  Json header = Json::parse(source.header_json_);
+  header["num_slices"] = static_cast<int64_t>(slices.size());
+  header["description"] = description_value(description_json);
+  std::vector<int32_t> columns[4];
+  const std::vector<int32_t>* source_columns[4] = {&source.slice_group_, &source.slice_dataset_, &source.slice_case_,
+                                                   &source.slice_index_};
+  for (int c = 0; c < 4; ++c)
+    for (int64_t s : slices) columns[c].push_back((*source_columns[c])[s]);
+  const std::string raw = payload(images, labels, {&columns[0], &columns[1], &columns[2], &columns[3]});
+  return write_pack_file(path, header.dump(), raw, compression_level);
 }
 
 std::shared_ptr<const Pack> Pack::open(const std::string& path) {

@@ -15,6 +15,7 @@
 #include "segicl/core/error.h"
 #include "segicl/core/log.h"
 #include "segicl/core/seed.h"
+#include "segicl/data/examples.h"
 #include "segicl/data/preprocess.h"
 #include "segicl/eval/metrics.h"
 #include "segicl/io/volume.h"
@@ -91,12 +92,24 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
     queries += query;
   }
   logger->info("{}: {} query cases, {} cases loaded, {} tasks", o.dataset, queries, cases.size(), tasks.size());
+  std::shared_ptr<const data::ExemplarMemory> memory;
+  if (!o.memory.empty() && model) {
+    memory = data::ExemplarMemory::open(o.memory);
+    if (memory->pack().resolution() != resolution || memory->pack().channels() != model->config().in_channels)
+      SEGICL_THROW(UsageError, "the exemplar memory does not fit the model (resolution or channels)", o.memory,
+                   "build it from a pack at the model's resolution");
+    // Never recall the evaluated dataset's own slices: a memory holds train splits only, but say so.
+    for (const auto& d : memory->pack().datasets())
+      if (d.name == o.dataset) logger->info("the memory holds {}'s train split; its queries are its test split", d.name);
+  }
 
   ProtocolResult result;
   result.options = {{"dataset", o.dataset}, {"num_examples", o.num_examples}, {"draws", o.draws}, {"seed", o.seed},
                     {"max_cases", o.max_cases}, {"ddim_steps", o.ddim_steps}, {"num_samples", o.num_samples},
                     {"with_text", o.with_text}, {"methods", o.methods}, {"resolution", resolution},
-                    {"queries", queries}, {"corpus", corpus.root()}};
+                    {"queries", queries}, {"corpus", corpus.root()},
+                    {"memory", memory ? o.memory : std::string()}, {"memory_examples", memory ? o.memory_examples : 0},
+                    {"memory_top_up", memory && o.memory_top_up}, {"refine_examples", o.refine_examples}};
   // Method "unet": one U-Net per patient fold, trained on every plane of the fold's support cases
   // (all tasks at once, one output channel each), predicts the fold's query cases up front.
   std::map<size_t, torch::Tensor> unet_planes;  // query case -> [N, T, R, R] probabilities
@@ -218,19 +231,47 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
             if (method == "segicl") {
               // The UniverSeg architecture has no k = 0 mode: no row rather than a failure.
               if (x == 0 && model->config().needs_examples()) continue;
-              auto context = model->encode_context(images, masks, instruction);
-              std::vector<torch::Tensor> outputs;
-              for (int64_t begin = 0; begin < n; begin += o.batch_slices) {
-                std::vector<torch::Tensor> batch;
-                for (int64_t s = begin; s < std::min(n, begin + o.batch_slices); ++s)
-                  batch.push_back(data::image_plane(query.volume, s, resolution));
-                models::SegmentOptions so;
-                so.ddim_steps = o.ddim_steps;
-                so.num_samples = o.num_samples;
-                so.seed = derive_seed(o.seed, "eval-noise");
-                outputs.push_back(model->segment(context, torch::stack(batch), so).probability.squeeze(1).cpu());
+              torch::Tensor context_images = images, context_masks = masks;
+              const int recall = x == 0 ? o.memory_examples : o.memory_top_up ? o.memory_examples - x : 0;
+              if (memory && !instruction.empty() && recall > 0) {
+                auto recalled = memory->recall(instruction, recall, rng());
+                if (recalled.count() > 0) {  // nothing matched: the examples (or the text) alone
+                  context_images = x ? torch::cat({images, recalled.images}) : recalled.images;
+                  context_masks = x ? torch::cat({masks, recalled.masks}) : recalled.masks;
+                }
               }
-              planes = torch::cat(outputs);
+              std::vector<torch::Tensor> query_planes;
+              for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
+              auto predict = [&](const torch::Tensor& ctx_images, const torch::Tensor& ctx_masks) {
+                auto context = model->encode_context(ctx_images, ctx_masks, instruction);
+                std::vector<torch::Tensor> outputs;
+                for (int64_t begin = 0; begin < n; begin += o.batch_slices) {
+                  std::vector<torch::Tensor> batch(query_planes.begin() + begin,
+                                                   query_planes.begin() + std::min(n, begin + o.batch_slices));
+                  models::SegmentOptions so;
+                  so.ddim_steps = o.ddim_steps;
+                  so.num_samples = o.num_samples;
+                  so.seed = derive_seed(o.seed, "eval-noise");
+                  outputs.push_back(model->segment(context, torch::stack(batch), so).probability.squeeze(1).cpu());
+                }
+                return torch::cat(outputs);
+              };
+              planes = predict(context_images, context_masks);
+              // Self-prompting: the query's most confident planes, as predicted, join the context
+              // for a second pass (they carry the query's own modality and anatomy).
+              if (o.refine_examples > 0) {
+                const auto chosen = data::confident_planes(planes, o.refine_examples);
+                if (!chosen.empty()) {
+                  std::vector<torch::Tensor> own_images, own_masks;
+                  for (int64_t s : chosen) {
+                    own_images.push_back(query_planes[s]);
+                    own_masks.push_back((planes[s] > 0.5).to(torch::kFloat32).unsqueeze(0));
+                  }
+                  auto more_images = torch::stack(own_images), more_masks = torch::stack(own_masks);
+                  planes = predict(context_images.defined() ? torch::cat({context_images, more_images}) : more_images,
+                                   context_masks.defined() ? torch::cat({context_masks, more_masks}) : more_masks);
+                }
+              }
             } else if (method == "atlas") {
               if (x == 0) continue;  // no examples, no atlas
               planes = (masks.mean(0) > 0.5).to(torch::kFloat32).expand({n, resolution, resolution}).contiguous();

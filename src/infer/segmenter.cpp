@@ -26,6 +26,7 @@ struct Segmenter::State {
   c10::Device device{c10::kCPU};
   std::shared_ptr<models::SegICLModelImpl> model;
   models::ModelConfig config;
+  std::shared_ptr<const data::ExemplarMemory> memory;
 };
 
 namespace {
@@ -96,7 +97,7 @@ c10::Device resolve_device(const std::string& name) {
   }
 }
 
-Segmenter::Segmenter(const std::string& checkpoint, const c10::Device& device) {
+Segmenter::Segmenter(const std::string& checkpoint, const c10::Device& device, const std::string& memory) {
   if (!std::filesystem::exists(checkpoint) && !std::filesystem::exists(checkpoint + ".00"))
     SEGICL_THROW(IoError, "model checkpoint not found", checkpoint,
                  "pass --model PATH or set SEGICL_MODEL (train one with `segicl train`)");
@@ -111,6 +112,20 @@ Segmenter::Segmenter(const std::string& checkpoint, const c10::Device& device) {
                           device.str(), state->config.resolution, state->config.in_channels,
                           state->config.max_context(), loaded.meta.value("stage", 0),
                           loaded.meta.value("step", static_cast<int64_t>(0)));
+  const std::string memory_path =
+      memory.empty() ? data::memory_path_for(checkpoint) : memory == "none" ? std::string() : memory;
+  if (!memory_path.empty() && (!memory.empty() || std::filesystem::exists(memory_path))) {
+    state->memory = data::ExemplarMemory::open(memory_path);
+    const auto& pack = state->memory->pack();
+    if (pack.resolution() != state->config.resolution || pack.channels() != state->config.in_channels)
+      SEGICL_THROW(FormatError,
+                   "exemplar memory is " + std::to_string(pack.resolution()) + "^2 x " + std::to_string(pack.channels()) +
+                       " channel(s) but the model takes " + std::to_string(state->config.resolution) + "^2 x " +
+                       std::to_string(state->config.in_channels),
+                   memory_path, "build the memory from a pack at the model's resolution (`segicl model memory`)");
+    log::get("infer")->info("exemplar memory {}: {} slices, {} structures", memory_path, pack.num_slices(),
+                            state->memory->structures().size());
+  }
   state_ = std::move(state);
 }
 
@@ -122,6 +137,7 @@ const models::ModelConfig& Segmenter::config() const { return state_->config; }
 int64_t Segmenter::max_context() const { return state_->config.max_context(); }
 const std::string& Segmenter::checkpoint() const { return state_->checkpoint; }
 c10::Device Segmenter::device() const { return state_->device; }
+const data::ExemplarMemory* Segmenter::memory() const { return state_->memory.get(); }
 
 SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Example>& examples,
                                  const std::string& text, const SegmentOptions& options) const {
@@ -187,9 +203,29 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
     }
     prepared.clear();
     torch::Tensor images, masks;
+    std::vector<std::string> recalled_tasks;
     if (!context_images.empty()) {
       images = torch::stack(context_images);  // [K, C, R, R]
       masks = torch::stack(context_masks);    // [K, 1, R, R]
+    } else if (!text.empty() && state_->memory && options.memory_examples > 0) {
+      const int count = static_cast<int>(std::min<int64_t>(options.memory_examples, config.max_context()));
+      auto recalled = state_->memory->recall(text, count, options.seed);
+      if (recalled.count() > 0) {
+        images = recalled.images;
+        masks = recalled.masks;
+        recalled_tasks = recalled.tasks;
+        std::string names;
+        for (const auto& t : recalled.tasks) names += (names.empty() ? "" : ", ") + t;
+        logger->info("text only: {} example(s) recalled from the exemplar memory ({})", recalled.count(), names);
+      } else {
+        logger->warn("no structure of the exemplar memory matches '{}': the model runs on the text alone; "
+                     "expect a poor mask (give an example, or name one of: {})",
+                     text, [&] {
+                       std::string all;
+                       for (const auto& s : state_->memory->structures()) all += (all.empty() ? "" : ", ") + s;
+                       return all;
+                     }());
+      }
     } else if (text.empty()) {
       static std::once_flag warned;
       std::call_once(warned, [&] {
@@ -227,6 +263,7 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
     result.slices = slices;
     result.num_context = context.num_context;
     result.through_axis = query.dims == 3 ? volume.reorientation.source_axis[volume.through_axis] : 2;
+    result.recalled_tasks = std::move(recalled_tasks);
     postprocess(result.mask, options.postprocess, result.through_axis);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     logger->info("segmented {} slices with k={}{} in {:.2f} s ({} foreground voxels)", slices, result.num_context,

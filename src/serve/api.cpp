@@ -21,7 +21,7 @@ const std::set<std::string>& file_fields() {
 const std::vector<std::string>& option_names() {
   static const std::vector<std::string> names{
       "text",     "threshold",          "steps",   "samples", "seed", "label", "format", "post",
-      "modality", "slices_per_example", "include", "response"};
+      "modality", "slices_per_example", "memory_examples", "include", "response"};
   return names;
 }
 
@@ -286,6 +286,7 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
       settings.number("seed", 0, 0, 9007199254740992.0, true));  // 2^53: exact in JSON
   o.slices_per_example =
       static_cast<int>(settings.number("slices_per_example", o.slices_per_example, 1, 64, true));
+  o.memory_examples = static_cast<int>(settings.number("memory_examples", o.memory_examples, 0, 64, true));
   req.label = static_cast<int>(settings.number("label", -1, -1, 65535, true));
   o.modality = settings.text("modality", "");
   o.postprocess = settings.list("post", {});

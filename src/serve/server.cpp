@@ -303,6 +303,8 @@ struct Server::Impl {
                       {"weights_dtype", meta.value("weights_dtype", "")},
                       {"created", meta.value("created", "")},
                       {"config", meta.value("config", Json::object())}};
+    // Structures a text-only request can name and get recalled examples for (exemplar memory).
+    model_info["memory_structures"] = segmenter.memory() ? Json(segmenter.memory()->structures()) : Json::array();
     // The preset name lives in the training options; checkpoints made outside `segicl train`
     // (tests, exports of old runs) have none.
     model_info["preset"] =
@@ -456,6 +458,11 @@ struct Server::Impl {
       res.set_header("Content-Disposition", "attachment; filename=\"" + mask.filename + "\"");
       res.set_header("X-Segicl-Foreground-Voxels", std::to_string(foreground));
       res.set_header("X-Segicl-Num-Context", std::to_string(result.num_context));
+      if (!result.recalled_tasks.empty()) {
+        std::string recalled;
+        for (const auto& task : result.recalled_tasks) recalled += (recalled.empty() ? "" : ",") + task;
+        res.set_header("X-Segicl-Recalled-Tasks", recalled);
+      }
       res.set_header("X-Segicl-Uncertainty-Mean", fmt(unc_mean));
       res.set_header("X-Segicl-Uncertainty-Max", fmt(unc_max));
       res.set_header("X-Segicl-Queue-Seconds", fmt(queue_seconds));
@@ -470,6 +477,7 @@ struct Server::Impl {
               {"foreground_voxels", foreground},
               {"slices", result.slices},
               {"num_context", result.num_context},
+              {"recalled_tasks", result.recalled_tasks},
               {"threshold", request.options.threshold},
               {"uncertainty", {{"mean", unc_mean}, {"max", unc_max}}},
               {"model", model_info["checkpoint"]}};

@@ -10,6 +10,7 @@
 
 #include "segicl/core/error.h"
 #include "segicl/data/examples.h"
+#include "segicl/data/pack.h"
 #include "test_support.h"
 
 namespace segicl::infer {
@@ -219,6 +220,80 @@ TEST(Segmenter, PostprocessingRunsOnTheMask) {
   EXPECT_GT(fg, 0);
 }
 
+// A memory at `resolution` with one "liver" task over 3 patients (2 slices each), written beside
+// `checkpoint_copy` when given (the path the Segmenter looks for by itself).
+std::string write_liver_memory(int resolution, const std::string& name) {
+  data::Dataset d;
+  d.name = "toy_ct";
+  d.modality = "CT";
+  d.dims = 3;
+  d.role = data::Role::kTrain;
+  d.tasks = {{"toy_ct/liver", "liver", {1}}};
+  for (int i = 0; i < 3; ++i) d.cases.push_back({"c" + std::to_string(i), "g" + std::to_string(i), "", "", "", {}, "", data::Split::kTrain});
+  data::PackOptions options;
+  options.preprocess.resolution = resolution;
+  data::PackWriter writer(data::PackPurpose::kTrain, options);
+  for (int i = 0; i < 3; ++i) {
+    data::PreparedVolume v;
+    v.image = torch::rand({1, 2, resolution, resolution});
+    v.labels = torch::zeros({2, resolution, resolution}, torch::kInt32);
+    v.labels.slice(1, 2, 12).slice(2, 3, 14).fill_(1);
+    v.through_axis = 2;
+    v.dims = 3;
+    writer.add_case(d, d.cases[i], v);
+  }
+  const auto pack = (temp_dir() / (name + ".pack")).string();
+  writer.write(pack);
+  const auto memory = (temp_dir() / name).string();
+  data::MemoryOptions memory_options;
+  memory_options.slices_per_group = 2;
+  data::ExemplarMemory::build(*data::Pack::open(pack), memory, memory_options);
+  return memory;
+}
+
+TEST(Segmenter, TextOnlyRecallsExamplesOfTheNamedStructureFromTheMemory) {
+  const auto memory = write_liver_memory(32, "liver32.memory");
+  Segmenter segmenter(tiny_checkpoint(), c10::Device(c10::kCPU), memory);
+  ASSERT_NE(segmenter.memory(), nullptr);
+  auto [query, unused] = blob_volume({16, 20, 5}, oblique_geometry());
+  auto recalled = segmenter.segment(query, {}, "segment the liver", fast());
+  EXPECT_EQ(recalled.num_context, 3);  // the default memory_examples
+  EXPECT_EQ(recalled.recalled_tasks, (std::vector<std::string>{"toy_ct/liver"}));
+  EXPECT_EQ(recalled.mask.size, query.size);
+  auto options = fast();
+  options.memory_examples = 5;
+  EXPECT_EQ(segmenter.segment(query, {}, "segment the liver", options).num_context, 5);
+  options.memory_examples = 0;  // off: the text alone
+  EXPECT_EQ(segmenter.segment(query, {}, "segment the liver", options).num_context, 0);
+  // A structure the memory lacks runs on the text alone; given examples are never replaced.
+  auto unknown = segmenter.segment(query, {}, "segment the optic disc", fast());
+  EXPECT_EQ(unknown.num_context, 0);
+  EXPECT_TRUE(unknown.recalled_tasks.empty());
+  auto [ex_image, ex_labels] = blob_volume({16, 16, 6}, io::Geometry{});
+  auto given = segmenter.segment(query, {{ex_image, ex_labels, -1, ""}}, "segment the liver", fast());
+  EXPECT_TRUE(given.recalled_tasks.empty());
+  EXPECT_EQ(given.num_context, 3);  // slices_per_example of the one example
+}
+
+TEST(Segmenter, FindsTheMemoryBesideItsCheckpointAndRefusesOneOfTheWrongResolution) {
+  const auto dir = temp_dir() / "beside";
+  std::filesystem::create_directories(dir);
+  const auto checkpoint = (dir / "m.pt").string();
+  std::filesystem::copy_file(tiny_checkpoint(), checkpoint, std::filesystem::copy_options::overwrite_existing);
+  EXPECT_EQ(Segmenter(checkpoint).memory(), nullptr);
+  std::filesystem::copy_file(write_liver_memory(32, "m32.memory"), data::memory_path_for(checkpoint),
+                             std::filesystem::copy_options::overwrite_existing);
+  EXPECT_NE(Segmenter(checkpoint).memory(), nullptr);
+  EXPECT_EQ(Segmenter(checkpoint, c10::Device(c10::kCPU), "none").memory(), nullptr);
+  const auto wrong = write_liver_memory(16, "m16.memory");
+  try {
+    Segmenter(checkpoint, c10::Device(c10::kCPU), wrong);
+    FAIL() << "a 16^2 memory was accepted by a 32^2 model";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.file(), wrong);
+  }
+}
+
 data::PreparedVolume labelled_slices(int64_t slices, int64_t first, int64_t last) {
   data::PreparedVolume v;
   v.image = torch::zeros({1, slices, 8, 8});
@@ -247,6 +322,20 @@ TEST(SpreadExampleSlices, FewPositivesAreAllReturnedAndTinySlicesNeedMinPixels) 
   EXPECT_EQ(plane.sum().item<float>(), 64.0f);  // 4x4 of 8x8 -> 8x8 of 16x16
   EXPECT_EQ(data::binary_plane(v, 0, {3}, 16).sum().item<float>(), 0.0f);
   EXPECT_THROW(data::binary_plane(v, 10, {3}, 16), ShapeError);
+}
+
+TEST(ConfidentPlanes, LargestAreasFirstKeptApartAndNoneBelowMinPixels) {
+  // Plane s has (s + 1) * 10 pixels above 0.5 for s = 0..5, plus plane 6 at 0.4 everywhere.
+  auto p = torch::zeros({7, 16, 16});
+  for (int s = 0; s < 6; ++s) p[s].view({-1}).slice(0, 0, (s + 1) * 10).fill_(0.9);
+  p[6].fill_(0.4);
+  EXPECT_EQ(data::confident_planes(p, 2), (std::vector<int64_t>{5, 3}));  // 4 is next to 5
+  EXPECT_EQ(data::confident_planes(p, 2, 0.5, 16, 1), (std::vector<int64_t>{5, 4}));
+  EXPECT_EQ(data::confident_planes(p, 10, 0.5, 35), (std::vector<int64_t>{5, 3}));  // 40, 50, 60 qualify; 4 is next to 5
+  EXPECT_EQ(data::confident_planes(p, 3, 0.3, 16, 1).front(), 6);  // 256 pixels above 0.3
+  EXPECT_TRUE(data::confident_planes(torch::zeros({4, 8, 8}), 2).empty());
+  EXPECT_TRUE(data::confident_planes(p, 0).empty());
+  EXPECT_THROW(data::confident_planes(torch::zeros({8, 8}), 1), ShapeError);
 }
 
 }  // namespace

@@ -61,11 +61,12 @@ TEST(ParseSegmentRequest, ExamplePairsKeepTheirOrderAndIndexedFieldNames) {
 TEST(ParseSegmentRequest, OptionsComeFromFieldsJsonAndUrl) {
   auto req = parse_segment_request(
       {file("image", "q.nii"), field("threshold", "0.25"),
-       field("options", R"({"steps": 3, "samples": 2, "post": ["largest-cc"]})")},
+       field("options", R"({"steps": 3, "samples": 2, "post": ["largest-cc"], "memory_examples": 5})")},
       Query{{"format", "png"}, {"label", "4"}, {"include", "probability,image"}});
   EXPECT_DOUBLE_EQ(req.options.threshold, 0.25);
   EXPECT_EQ(req.options.ddim_steps, 3);
   EXPECT_EQ(req.options.num_samples, 2);
+  EXPECT_EQ(req.options.memory_examples, 5);
   EXPECT_EQ(req.options.postprocess, std::vector<std::string>{"largest-cc"});
   EXPECT_EQ(req.format, MaskFormat::kPng);
   EXPECT_EQ(req.label, 4);
@@ -126,6 +127,7 @@ TEST(ParseSegmentRequest, OutOfRangeAndNonNumericOptionsAre400WithTheRange) {
                                                         {"steps", "2.5"},
                                                         {"samples", "1000"},
                                                         {"label", "-2"},
+                                                        {"memory_examples", "65"},
                                                         {"threshold", "nan"},
                                                         {"steps", ""}}) {
     SCOPED_TRACE(name + "=" + value);

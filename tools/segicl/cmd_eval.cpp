@@ -1,10 +1,12 @@
 // `segicl eval`: the paper's few-shot protocol on a corpus dataset, with baselines, to a report.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "common.h"
 #include "segicl/core/error.h"
 #include "segicl/data/corpus.h"
+#include "segicl/data/exemplar_memory.h"
 #include "segicl/eval/metrics.h"
 #include "segicl/eval/protocol.h"
 #include "segicl/io/volume.h"
@@ -79,6 +81,20 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed of the example draws (and of the U-Net's folds, init, batches)")->capture_default_str();
   cmd->add_option("--label", o.model_label, "Name of the model's rows in the report")->capture_default_str();
+  static std::string memory = "auto";
+  cmd->add_option("--memory", memory,
+                  "Exemplar memory recalled at x = 0 (auto: the model's own MODEL.memory if present; none: text alone)")
+      ->capture_default_str();
+  cmd->add_option("--memory-examples", o.memory_examples, "Pairs recalled from the memory at x = 0")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--refine-examples", o.refine_examples,
+                  "Second pass with this many of the query's own most confident predicted planes as examples (0: off)")
+      ->check(CLI::Range(0, 16))
+      ->capture_default_str();
+  cmd->add_option("--memory-top-up", o.memory_top_up,
+                  "Also fill the context of x < memory-examples up to memory-examples with recalled pairs")
+      ->capture_default_str();
   cmd->add_option("-o,--out", out, "Report folder (metrics.json, report.md)")->required();
   cmd->callback([&global] {
     start(global);
@@ -93,6 +109,14 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
       }
     }
     auto corpus = data::Corpus::open(data::Corpus::locate(global.data_root));
+    if (memory == "none" || model_path.empty()) {
+      o.memory.clear();
+    } else if (memory == "auto") {
+      const auto own = data::memory_path_for(model_path);
+      o.memory = std::filesystem::exists(own) ? own : "";
+    } else {
+      o.memory = memory;
+    }
     models::LoadedCheckpoint loaded;
     if (!model_path.empty()) loaded = models::load_checkpoint(model_path);
     auto result = eval::run_protocol(corpus, loaded.model ? loaded.model.get() : nullptr, o);

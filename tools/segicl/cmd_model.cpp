@@ -1,9 +1,12 @@
-// `segicl model info|export`: presets with parameter counts and FLOPs; fp16 export for shipping.
+// `segicl model info|export|memory`: presets with parameter counts and FLOPs; fp16 export for
+// shipping; the exemplar memory shipped beside a model.
 #include <cstdio>
 #include <filesystem>
 
 #include "common.h"
 #include "segicl/core/error.h"
+#include "segicl/data/exemplar_memory.h"
+#include "segicl/data/pack.h"
 #include "segicl/models/checkpoint.h"
 #include "segicl/models/config.h"
 
@@ -73,6 +76,33 @@ void register_model(CLI::App& app, GlobalOptions& global) {
     so.half = !fp32;
     models::save_checkpoint(out, *loaded.model, meta, so);
     std::printf("%s -> %s (%.1f MiB)\n", in.c_str(), out.c_str(), std::filesystem::file_size(out) / 1048576.0);
+  });
+
+  auto* mem = cmd->add_subcommand(
+      "memory",
+      "Build the exemplar memory a model recalls for text-only requests, from a train pack\n"
+      "  e.g. segicl model memory --pack runs/train128.pack -o models/segicl-crossconv.memory");
+  static std::string pack_path, memory_out;
+  static data::MemoryOptions memory_options;
+  static bool memory_force = false;
+  mem->add_option("--pack", pack_path, "Train pack (`segicl pack --purpose train`)")->required();
+  mem->add_option("-o,--out", memory_out, "Output memory file (MODEL.memory is found beside MODEL.pt)")->required();
+  mem->add_option("--groups-per-task", memory_options.groups_per_task, "Patients kept per task")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  mem->add_option("--slices-per-group", memory_options.slices_per_group, "Slices per patient, spread over the structure")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  mem->add_flag("--force", memory_force, "Overwrite an existing output");
+  mem->callback([&global] {
+    start(global);
+    if (std::filesystem::exists(memory_out) && !memory_force)
+      SEGICL_THROW(UsageError, "output exists", memory_out, "pass --force to overwrite it");
+    auto pack = data::Pack::open(pack_path);
+    const int64_t bytes = data::ExemplarMemory::build(*pack, memory_out, memory_options);
+    auto memory = data::ExemplarMemory::open(memory_out);
+    std::printf("%s: %lld slices, %zu structures, %.2f MiB\n", memory_out.c_str(),
+                static_cast<long long>(memory->pack().num_slices()), memory->structures().size(), bytes / 1048576.0);
   });
 }
 

@@ -36,6 +36,7 @@ struct SegmentArgs {
   std::string probability, uncertainty, overlay;
   std::string post;
   std::string device = "auto";
+  std::string memory;  // "": the model's own exemplar memory if present; "none": none
   bool force = false;
   infer::SegmentOptions options;
 };
@@ -248,7 +249,7 @@ void run_segment(const SegmentArgs& a) {
   }
   infer::SegmentOptions options = a.options;
   options.postprocess = split_commas(a.post);
-  infer::Segmenter segmenter(a.model.empty() ? default_model() : a.model, infer::resolve_device(a.device));
+  infer::Segmenter segmenter(a.model.empty() ? default_model() : a.model, infer::resolve_device(a.device), a.memory);
   if (!a.input_dir.empty()) fs::create_directories(a.output);
 
   for (size_t i = 0; i < jobs.size(); ++i) {
@@ -260,9 +261,11 @@ void run_segment(const SegmentArgs& a) {
     if (!a.probability.empty()) write_map(result.probability, a.probability);
     if (!a.uncertainty.empty()) write_map(result.uncertainty, a.uncertainty);
     if (!a.overlay.empty()) write_overlay(query, result.mask, result.through_axis, a.overlay);
-    std::printf("%s\tslices=%lld\tk=%lld\tseconds=%.2f\tforeground=%lld\n", job.output.c_str(),
+    std::string recalled;
+    for (const auto& task : result.recalled_tasks) recalled += (recalled.empty() ? "\trecalled=" : ",") + task;
+    std::printf("%s\tslices=%lld\tk=%lld\tseconds=%.2f\tforeground=%lld%s\n", job.output.c_str(),
                 static_cast<long long>(result.slices), static_cast<long long>(result.num_context), result.seconds,
-                static_cast<long long>(infer::count_foreground(result.mask)));
+                static_cast<long long>(infer::count_foreground(result.mask)), recalled.c_str());
     std::fflush(stdout);
   }
 }
@@ -298,6 +301,12 @@ void register_segment(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--post", a.post, "Post-processing, comma-separated: largest-cc (3D), fill-holes (per slice)")->capture_default_str();
   cmd->add_option("--modality", a.options.modality, "Modality of query and examples (CT enables HU windowing)")->capture_default_str();
   cmd->add_option("--device", a.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--memory", a.memory,
+                  "Exemplar memory for text-only runs (default: the model's own MODEL.memory if present; none: off)");
+  cmd->add_option("--memory-examples", a.options.memory_examples,
+                  "Text only: example pairs recalled from the memory (0: the text alone)")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
   cmd->add_flag("--force", a.force, "Overwrite existing outputs");
   cmd->callback([&global] {
     start(global);

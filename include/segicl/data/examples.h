@@ -28,6 +28,13 @@ std::vector<int64_t> spread_example_slices(const PreparedVolume& volume, const s
 torch::Tensor binary_plane(const PreparedVolume& volume, int64_t slice, const std::vector<int>& label_ids,
                            int resolution);
 
+// Self-prompting (a second pass on the query's own prediction): indices of up to `count` planes
+// of `probability` [N, R, R] to reuse as examples, the planes with the most pixels above
+// `threshold` (at least `min_pixels`), each at least `min_gap` planes from those already chosen,
+// in order of area. {} when no plane qualifies. REQUIRES count >= 0, min_gap >= 1.
+std::vector<int64_t> confident_planes(const torch::Tensor& probability, int count, double threshold = 0.5,
+                                      int64_t min_pixels = 16, int64_t min_gap = 2);
+
 // Voxels per slice (along through_axis) whose label is in `label_ids`: [num_slices] int64.
 torch::Tensor label_voxels_per_slice(const PreparedVolume& volume, const std::vector<int>& label_ids);
 

@@ -87,6 +87,12 @@ class PackWriter {
   // Writes the pack atomically; returns its size in bytes. Throws IoError.
   int64_t write(const std::string& path, const std::string& description_json = "{}") const;
 
+  // Writes a pack holding only `slices` (indices into `source`, in that order) with the source's
+  // purpose, datasets, groups and tasks; the description is replaced. Used for exemplar memories
+  // (exemplar_memory.h). DataError when `slices` is empty, UsageError for an index out of range.
+  static int64_t write_subset(const Pack& source, const std::vector<int64_t>& slices, const std::string& path,
+                              const std::string& description_json = "{}", int compression_level = 19);
+
  private:
   PackPurpose purpose_;
   PackOptions options_;

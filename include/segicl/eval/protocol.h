@@ -11,6 +11,7 @@
 
 #include "segicl/core/config.h"
 #include "segicl/data/corpus.h"
+#include "segicl/data/exemplar_memory.h"
 #include "segicl/eval/supervised_baseline.h"
 #include "segicl/models/segicl_model.h"
 
@@ -33,6 +34,15 @@ struct ProtocolOptions {
   std::vector<std::string> methods{"segicl", "atlas"};
   UNetBaselineOptions unet;          // method "unet" only; its seed is `seed` (derived by name)
   std::string model_label = "segicl";  // name of the model's rows in the report (e.g. "universeg")
+  // x = 0 with text: `memory_examples` pairs of the named structure recalled from this exemplar
+  // memory (data/exemplar_memory.h; training-pool slices only), drawn per (task, draw, query) like
+  // examples. Empty: the model runs on the text alone.
+  std::string memory;
+  int memory_examples = 3;
+  bool memory_top_up = false;  // x < memory_examples: add memory_examples - x recalled pairs too
+  // Self-prompting: after the first pass, this many of the query's most confident predicted planes
+  // (data::confident_planes) join the context for a second pass (0: one pass).
+  int refine_examples = 0;
 };
 
 // num_examples of the rows of a method that takes no examples (the supervised U-Net): it is

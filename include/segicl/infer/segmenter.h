@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "segicl/data/exemplar_memory.h"
 #include "segicl/io/volume.h"
 #include "segicl/models/config.h"
 
@@ -26,6 +27,7 @@ struct SegmentOptions {
   std::string modality;     // e.g. "CT" (HU windowing) or "" (percentile normalisation); query and examples
   std::vector<std::string> postprocess;  // steps in order: "largest-cc" (3D, 6-connected),
                                          // "fill-holes" (2D per slice, in the sliced planes)
+  int memory_examples = 3;  // text only: pairs recalled from the model's exemplar memory (0: never)
 };
 
 // One context pair. image and labels must share a grid. 2D examples give their one plane; 3D
@@ -45,6 +47,7 @@ struct SegmentResult {
   int64_t num_context = 0;   // k: context pairs given to the model (after the max_context cap)
   double seconds = 0;        // wall time of segment()
   int through_axis = 2;      // index axis of the query's grid the planes were cut across
+  std::vector<std::string> recalled_tasks;  // text only: memory tasks the context came from
 };
 
 // Holds one read-only model. Thread-safety: segment() is const and safe to call concurrently
@@ -53,14 +56,20 @@ class Segmenter {
  public:
   // Loads `checkpoint` (or its PATH.00, PATH.01 parts) onto `device`. IoError when neither exists,
   // FormatError for a bad checkpoint (see models/checkpoint.h). Logs the model once at info.
-  explicit Segmenter(const std::string& checkpoint, const c10::Device& device = c10::Device(c10::kCPU));
+  // `memory`: the exemplar memory recalled for text-only requests (data/exemplar_memory.h); ""
+  // takes the checkpoint's own (memory_path_for) when that file exists, "none" takes none. A
+  // memory that does not fit the model (resolution, channels) is a FormatError naming it.
+  explicit Segmenter(const std::string& checkpoint, const c10::Device& device = c10::Device(c10::kCPU),
+                     const std::string& memory = "");
   ~Segmenter();
   Segmenter(Segmenter&&) noexcept;
   Segmenter& operator=(Segmenter&&) noexcept;
 
   // Segments `query` (2D image or 3D volume; RGB is converted to luminance unless the model takes
   // 3 channels) given `examples` (may be empty) and `text` (may be ""; both empty runs the model
-  // unconditioned, with one warning per process). At most max_context() context pairs are used,
+  // unconditioned, with one warning per process). Text without examples recalls
+  // options.memory_examples pairs of the named structure from the exemplar memory when it has
+  // them (result.recalled_tasks says which); otherwise the model runs on the text alone. At most max_context() context pairs are used,
   // shared evenly across examples.
   // Throws UsageError (bad options), DataError naming the example (image/label grid mismatch, no
   // voxel of the chosen label, wrong channel count), ShapeError (pixel buffer not matching size),
@@ -72,6 +81,8 @@ class Segmenter {
   int64_t max_context() const;
   const std::string& checkpoint() const;
   c10::Device device() const;
+  // The exemplar memory in use, or null.
+  const data::ExemplarMemory* memory() const;
 
  private:
   struct State;

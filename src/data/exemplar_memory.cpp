@@ -1,0 +1,196 @@
+// Exemplar memory (see exemplar_memory.h): slice selection at build time, word matching and
+// seeded recall at run time.
+#include "segicl/data/exemplar_memory.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+
+#include "segicl/core/error.h"
+#include "segicl/core/seed.h"
+
+namespace segicl::data {
+
+namespace {
+
+// Words of an instruction that say "do a segmentation", not what to segment.
+const std::set<std::string>& filler_words() {
+  static const std::set<std::string> words{
+      "a",     "all",  "an",      "and",    "area",   "delineate", "draw",         "find",
+      "for",   "from", "image",   "in",     "label",  "mask",      "me",           "of",
+      "on",    "out",  "outline", "please", "scan",   "segment",   "segmentation", "show",
+      "slice", "the",  "this",    "to",     "volume", "with"};
+  return words;
+}
+
+// Groups of a task in the order they first appear, each with its positive slices in pack order.
+std::vector<std::pair<int32_t, std::vector<int32_t>>> positives_by_group(const Pack& pack,
+                                                                         const PackTask& task) {
+  std::vector<std::pair<int32_t, std::vector<int32_t>>> groups;
+  std::map<int32_t, size_t> where;
+  for (int32_t s : task.positives) {
+    const int32_t g = pack.slice_group()[s];
+    auto [it, added] = where.emplace(g, groups.size());
+    if (added) groups.push_back({g, {}});
+    groups[it->second].second.push_back(s);
+  }
+  return groups;
+}
+
+}  // namespace
+
+std::vector<std::string> content_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::string word;
+  auto flush = [&] {
+    if (word.empty()) return;
+    if (word.size() > 3 && word.back() == 's' && word[word.size() - 2] != 's') word.pop_back();
+    if (!filler_words().count(word)) words.push_back(word);
+    word.clear();
+  };
+  for (unsigned char c : text) {
+    if (std::isalnum(c)) {
+      word += static_cast<char>(std::tolower(c));
+    } else {
+      flush();
+    }
+  }
+  flush();
+  return words;
+}
+
+std::string memory_path_for(const std::string& checkpoint) {
+  std::string base = checkpoint;
+  // Split checkpoints are named PATH.00, PATH.01, ...; the memory belongs to PATH.
+  if (base.size() > 3 && base[base.size() - 3] == '.' &&
+      std::isdigit(static_cast<unsigned char>(base[base.size() - 2])) &&
+      std::isdigit(static_cast<unsigned char>(base.back())))
+    base.resize(base.size() - 3);
+  if (base.size() > 3 && base.compare(base.size() - 3, 3, ".pt") == 0) base.resize(base.size() - 3);
+  return base + ".memory";
+}
+
+std::shared_ptr<const ExemplarMemory> ExemplarMemory::open(const std::string& path) {
+  auto pack = Pack::open(path);
+  if (pack->purpose() != PackPurpose::kTrain)
+    SEGICL_THROW(FormatError,
+                 std::string("an exemplar memory must be a train pack, this one is '") +
+                     to_string(pack->purpose()) + "'",
+                 path, "build it with `segicl model memory --pack TRAIN_PACK`");
+  auto memory = std::make_shared<ExemplarMemory>();
+  memory->pack_ = std::move(pack);
+  memory->path_ = path;
+  return memory;
+}
+
+int64_t ExemplarMemory::build(const Pack& source, const std::string& path,
+                              const MemoryOptions& options) {
+  if (source.purpose() != PackPurpose::kTrain)
+    SEGICL_THROW(UsageError, "an exemplar memory is built from a train pack only", path,
+                 "pass the pack made by `segicl pack --purpose train`");
+  if (options.groups_per_task < 1 || options.slices_per_group < 1)
+    SEGICL_THROW(UsageError, "groups_per_task and slices_per_group must be >= 1", path, "");
+  std::set<int64_t> chosen;
+  for (const auto& task : source.tasks()) {
+    auto groups = positives_by_group(source, task);
+    std::sort(groups.begin(), groups.end());
+    if (static_cast<int>(groups.size()) > options.groups_per_task)
+      groups.resize(options.groups_per_task);
+    for (const auto& [group, slices] : groups) {
+      // Spread over the structure: the slices at the middle of n equal parts of its extent.
+      const int n = std::min<int>(options.slices_per_group, static_cast<int>(slices.size()));
+      for (int i = 0; i < n; ++i)
+        chosen.insert(slices[static_cast<size_t>((2 * i + 1) * slices.size() / (2 * n))]);
+    }
+  }
+  const nlohmann::json description{{"kind", "exemplar-memory"},
+                                   {"groups_per_task", options.groups_per_task},
+                                   {"slices_per_group", options.slices_per_group}};
+  return PackWriter::write_subset(source, std::vector<int64_t>(chosen.begin(), chosen.end()), path,
+                                  description.dump(), options.compression_level);
+}
+
+std::vector<std::string> ExemplarMemory::match(const std::string& instruction) const {
+  const auto said = content_words(instruction);
+  const std::set<std::string> said_set(said.begin(), said.end());
+  std::vector<std::string> best;
+  size_t best_words = 0;
+  for (const auto& task : pack_->tasks()) {
+    if (task.positives.empty()) continue;
+    const auto words = content_words(task.structure);
+    const std::set<std::string> needed(words.begin(), words.end());
+    if (needed.empty()) continue;
+    bool all = std::all_of(needed.begin(), needed.end(),
+                           [&](const std::string& w) { return said_set.count(w) > 0; });
+    if (!all) continue;
+    if (needed.size() > best_words) best.clear(), best_words = needed.size();
+    if (needed.size() == best_words) best.push_back(task.name);
+  }
+  return best;
+}
+
+Recalled ExemplarMemory::recall(const std::string& instruction, int count, uint64_t seed) const {
+  Recalled out;
+  if (count < 1) return out;
+  out.tasks = match(instruction);
+  if (out.tasks.empty()) return out;
+  std::mt19937_64 rng(derive_seed(seed, "exemplar-memory/" + instruction));
+  // One queue of patients per matched task, shuffled; tasks take turns so every matched dataset
+  // is represented before any gives a second patient, and a patient gives a second slice only
+  // when every patient has given one.
+  struct Queue {
+    const PackTask* task;
+    std::vector<std::pair<int32_t, std::vector<int32_t>>> groups;
+  };
+  std::vector<Queue> queues;
+  for (const auto& task : pack_->tasks()) {
+    if (std::find(out.tasks.begin(), out.tasks.end(), task.name) == out.tasks.end()) continue;
+    Queue q{&task, positives_by_group(*pack_, task)};
+    std::shuffle(q.groups.begin(), q.groups.end(), rng);
+    for (auto& group : q.groups) std::shuffle(group.second.begin(), group.second.end(), rng);
+    queues.push_back(std::move(q));
+  }
+  std::shuffle(queues.begin(), queues.end(), rng);
+  std::vector<std::pair<int32_t, const PackTask*>> picked;
+  for (size_t round = 0; static_cast<int>(picked.size()) < count; ++round) {
+    bool any = false;
+    for (size_t g = 0; static_cast<int>(picked.size()) < count; ++g) {
+      bool group_exists = false;
+      for (const auto& q : queues) {
+        if (g >= q.groups.size()) continue;
+        group_exists = true;
+        if (round < q.groups[g].second.size() && static_cast<int>(picked.size()) < count) {
+          picked.push_back({q.groups[g].second[round], q.task});
+          any = true;
+        }
+      }
+      if (!group_exists) break;
+    }
+    if (!any) break;
+  }
+  std::vector<torch::Tensor> images, masks;
+  for (const auto& [slice, task] : picked) {
+    images.push_back(pack_->images()[slice].to(torch::kFloat32) / 255.0);
+    auto labels = pack_->labels()[slice].to(torch::kLong);
+    auto ids = torch::tensor(std::vector<int64_t>(task->label_ids.begin(), task->label_ids.end()),
+                             torch::kLong);
+    masks.push_back(torch::isin(labels, ids).to(torch::kFloat32).unsqueeze(0));
+  }
+  out.images = torch::stack(images);
+  out.masks = torch::stack(masks);
+  return out;
+}
+
+std::vector<std::string> ExemplarMemory::structures() const {
+  std::set<std::string> names;
+  for (const auto& task : pack_->tasks())
+    if (!task.positives.empty()) names.insert(task.structure);
+  return {names.begin(), names.end()};
+}
+
+}  // namespace segicl::data

@@ -1,0 +1,201 @@
+// Exemplar memory: instruction words, which tasks an instruction names (most specific wins), which
+// slices a memory keeps, seeded recall spread over patients, and the files it refuses.
+#include "segicl/data/exemplar_memory.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include "segicl/core/error.h"
+
+namespace segicl::data {
+namespace fs = std::filesystem;
+
+namespace {
+
+// 4 patients x 8 slices at 32^2. Label 1 "liver" on slices 1..5, 2 "left kidney" on 2..3, 3
+// "kidney" on 4..6; each slice's liver is a square whose size grows with the slice index, so a
+// slice is recognisable from its mask.
+Dataset toy_dataset(Role role = Role::kTrain) {
+  Dataset d;
+  d.name = "toy_ct";
+  d.modality = "CT";
+  d.dims = 3;
+  d.role = role;
+  d.tasks = {{"toy_ct/liver", "liver", {1}},
+             {"toy_ct/left kidney", "left kidney", {2}},
+             {"toy_ct/kidney", "kidney", {3}}};
+  for (int i = 0; i < 4; ++i)
+    d.cases.push_back({"c" + std::to_string(i),
+                       "g" + std::to_string(i),
+                       "",
+                       "",
+                       "",
+                       {},
+                       "",
+                       role == Role::kTrain ? Split::kTrain : Split::kTest});
+  return d;
+}
+
+PreparedVolume toy_volume(int patient) {
+  PreparedVolume v;
+  v.image = torch::full({1, 8, 32, 32}, 0.1 * (patient + 1));
+  v.labels = torch::zeros({8, 32, 32}, torch::kInt32);
+  for (int s = 1; s <= 5; ++s) v.labels[s].slice(0, 0, 2 + s).slice(1, 0, 2 + s).fill_(1);
+  for (int s = 2; s <= 3; ++s) v.labels[s].slice(0, 20, 26).slice(1, 20, 26).fill_(2);
+  for (int s = 4; s <= 6; ++s) v.labels[s].slice(0, 20, 26).slice(1, 2, 8).fill_(3);
+  v.through_axis = 2;
+  v.dims = 3;
+  return v;
+}
+
+class Memory : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("segicl_memory_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    pack_path_ = (dir_ / "train.pack").string();
+    PackOptions options;
+    options.preprocess.resolution = 32;
+    options.preprocess.empty_slice_fraction = 1.0;
+    PackWriter writer(PackPurpose::kTrain, options);
+    auto d = toy_dataset();
+    for (int i = 0; i < 4; ++i) writer.add_case(d, d.cases[i], toy_volume(i));
+    writer.write(pack_path_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::shared_ptr<const ExemplarMemory> build(const MemoryOptions& options) {
+    const auto path = (dir_ / "m.memory").string();
+    ExemplarMemory::build(*Pack::open(pack_path_), path, options);
+    return ExemplarMemory::open(path);
+  }
+  fs::path dir_;
+  std::string pack_path_;
+};
+
+int64_t liver_pixels(const torch::Tensor& mask) { return mask.sum().item<int64_t>(); }
+
+}  // namespace
+
+TEST(ContentWords, LowerCasesDropsFillerAndPluralS) {
+  EXPECT_EQ(content_words("Segment the LEFT kidneys, please."),
+            (std::vector<std::string>{"left", "kidney"}));
+  EXPECT_EQ(content_words("outline all glands"), (std::vector<std::string>{"gland"}));
+  EXPECT_EQ(content_words("grass"), (std::vector<std::string>{"grass"}));  // "ss" is not a plural
+  EXPECT_TRUE(content_words("segment the").empty());
+}
+
+TEST(MemoryPathFor, SitsBesideTheCheckpointWithoutPtOrPartSuffix) {
+  EXPECT_EQ(memory_path_for("models/segicl-crossconv.pt"), "models/segicl-crossconv.memory");
+  EXPECT_EQ(memory_path_for("runs/big.pt.01"), "runs/big.memory");
+  EXPECT_EQ(memory_path_for("model"), "model.memory");
+}
+
+TEST_F(Memory, KeepsTheMiddleSliceOfTheFirstGroupsOfEveryTask) {
+  MemoryOptions options;
+  options.groups_per_task = 2;
+  options.slices_per_group = 1;
+  auto memory = build(options);
+  // Liver 1..5 -> 3, left kidney 2..3 -> 3, kidney 4..6 -> 5, for patients g0 and g1: slices
+  // {3, 5} of two patients.
+  EXPECT_EQ(memory->pack().num_slices(), 4);
+  std::set<int32_t> groups(memory->pack().slice_group().begin(),
+                           memory->pack().slice_group().end());
+  EXPECT_EQ(groups, (std::set<int32_t>{0, 1}));
+  EXPECT_EQ(memory->structures(), (std::vector<std::string>{"kidney", "left kidney", "liver"}));
+  // Slice 3's liver square is 5x5.
+  auto liver = memory->recall("liver", 1, 0);
+  ASSERT_EQ(liver.count(), 1);
+  EXPECT_TRUE(liver_pixels(liver.masks[0]) == 25 || liver_pixels(liver.masks[0]) == 49);
+}
+
+TEST_F(Memory, TheMostSpecificStructureTheInstructionNamesWins) {
+  auto memory = build({});
+  EXPECT_EQ(memory->match("segment the left kidney"),
+            (std::vector<std::string>{"toy_ct/left kidney"}));
+  EXPECT_EQ(memory->match("Segment the kidneys"), (std::vector<std::string>{"toy_ct/kidney"}));
+  EXPECT_EQ(memory->match("liver please"), (std::vector<std::string>{"toy_ct/liver"}));
+  EXPECT_TRUE(memory->match("segment the optic disc").empty());
+  EXPECT_TRUE(memory->match("segment the left lung").empty());  // "left" alone names nothing
+  EXPECT_TRUE(memory->match("").empty());
+}
+
+TEST_F(Memory, RecallSpreadsOverPatientsAndIsAPureFunctionOfTheSeed) {
+  MemoryOptions options;
+  options.slices_per_group = 3;
+  auto memory = build(options);
+  auto a = memory->recall("segment the liver", 4, 7);
+  ASSERT_EQ(a.count(), 4);
+  EXPECT_EQ(a.tasks, (std::vector<std::string>{"toy_ct/liver"}));
+  EXPECT_EQ(a.images.sizes(), (std::vector<int64_t>{4, 1, 32, 32}));
+  EXPECT_EQ(a.masks.sizes(), (std::vector<int64_t>{4, 1, 32, 32}));
+  // One slice per patient before any second slice: four patients, four image intensities.
+  std::set<int> intensities;
+  for (int i = 0; i < 4; ++i)
+    intensities.insert(static_cast<int>(std::lround(a.images[i].max().item<double>() * 10)));
+  EXPECT_EQ(intensities.size(), 4u);
+  // Masks are the task's label only, as {0, 1}.
+  EXPECT_TRUE(torch::equal(a.masks, (a.masks > 0.5).to(torch::kFloat32)));
+  auto b = memory->recall("segment the liver", 4, 7);
+  EXPECT_TRUE(torch::equal(a.images, b.images) && torch::equal(a.masks, b.masks));
+  bool differs = false;
+  for (uint64_t seed = 8; seed < 40 && !differs; ++seed) {
+    auto c = memory->recall("segment the liver", 2, seed);
+    differs = !torch::equal(c.masks, memory->recall("segment the liver", 2, 7).masks);
+  }
+  EXPECT_TRUE(differs) << "recall ignores its seed";
+}
+
+TEST_F(Memory, RecallStopsAtWhatTheMemoryHoldsAndGivesNothingForAnUnknownStructure) {
+  MemoryOptions options;
+  options.groups_per_task = 2;
+  options.slices_per_group = 1;
+  auto memory = build(options);
+  // Left kidney: its middle slice 3 of two patients (slice 3 is also a liver slice, never a
+  // left-kidney-free one).
+  auto all = memory->recall("left kidney", 50, 0);
+  EXPECT_EQ(all.count(), 2);
+  auto none = memory->recall("segment the optic disc", 3, 0);
+  EXPECT_EQ(none.count(), 0);
+  EXPECT_FALSE(none.images.defined());
+  EXPECT_TRUE(none.tasks.empty());
+  EXPECT_EQ(memory->recall("liver", 0, 0).count(), 0);
+}
+
+TEST_F(Memory, OnlyATrainPackIsAMemory) {
+  PackOptions options;
+  options.preprocess.resolution = 32;
+  PackWriter writer(PackPurpose::kEval, options);
+  auto d = toy_dataset(Role::kOod);
+  writer.add_case(d, d.cases[0], toy_volume(0));
+  const auto eval_path = (dir_ / "eval.pack").string();
+  writer.write(eval_path);
+  try {
+    ExemplarMemory::open(eval_path);
+    FAIL() << "an eval pack was accepted as a memory";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.file(), eval_path);
+  }
+  EXPECT_THROW(ExemplarMemory::build(*Pack::open(eval_path), (dir_ / "x.memory").string()),
+               UsageError);
+  EXPECT_THROW(ExemplarMemory::open((dir_ / "missing.memory").string()), IoError);
+}
+
+TEST_F(Memory, WriteSubsetKeepsTheChosenSlicesInOrderAndRefusesBadIndices) {
+  auto pack = Pack::open(pack_path_);
+  const auto path = (dir_ / "subset.pack").string();
+  PackWriter::write_subset(*pack, {9, 2}, path);
+  auto subset = Pack::open(path);
+  ASSERT_EQ(subset->num_slices(), 2);
+  EXPECT_TRUE(torch::equal(subset->images()[0], pack->images()[9]));
+  EXPECT_TRUE(torch::equal(subset->labels()[1], pack->labels()[2]));
+  EXPECT_EQ(subset->slice_group()[0], pack->slice_group()[9]);
+  EXPECT_EQ(subset->tasks().size(), pack->tasks().size());
+  EXPECT_THROW(PackWriter::write_subset(*pack, {pack->num_slices()}, path), UsageError);
+  EXPECT_THROW(PackWriter::write_subset(*pack, {}, path), DataError);
+}
+
+}  // namespace segicl::data
