@@ -30,17 +30,19 @@ $bin segment "$chaos/images/chaos_mr_t2_p02.nii.gz" -o "$out/p02_spleen_k3.nii.g
 $bin compare "$out/p02_spleen_k3.nii.gz" "$chaos/labels/chaos_mr_t2_p02.nii.gz" --reference-label 4
 
 echo
-echo "== 3. text only (the paper's SegICL-0): \"segment the liver\""
+echo "== 3. text only (the paper's SegICL-0): \"segment the liver\" (3 training-pool CT livers recalled from"
+echo "   the model's exemplar memory, $(basename "${model%.pt}").memory: no MR example is given)"
 $bin segment "$chaos/images/chaos_mr_t2_p02.nii.gz" -o "$out/p02_liver_text.nii.gz" --text "segment the liver" \
   --overlay "$out/p02_liver_text.png" --model "$model" --force
 $bin compare "$out/p02_liver_text.nii.gz" "$chaos/labels/chaos_mr_t2_p02.nii.gz" --reference-label 1
 
 echo
-echo "== 4. 2D ultrasound: fetal head from 2 examples"
+echo "== 4. 2D ultrasound: fetal head from 2 examples (memory off: HC18's training images, this one"
+echo "   included, are in the memory and must not be recalled as its own example)"
 $bin segment "$hc18/images/hc18_us_1044.png" -o "$out/hc18_1044.png" \
   --example "$hc18/images/hc18_us_1014.png" "$hc18/labels/hc18_us_1014.png" \
   --example "$hc18/images/hc18_us_1037.png" "$hc18/labels/hc18_us_1037.png" \
-  --text "segment the fetal head" --overlay "$out/hc18_1044_overlay.png" --model "$model" --force
+  --text "segment the fetal head" --memory none --overlay "$out/hc18_1044_overlay.png" --model "$model" --force
 $bin compare "$out/hc18_1044.png" "$hc18/labels/hc18_us_1044.png"
 
 echo

@@ -4,7 +4,8 @@
 # report folder (metrics.json with every per-case row, report.md); RESULTS.md's tables come from
 # scripts/results-table.py over those folders and its figures from scripts/plot-results.py.
 # Cost on the 2-core machine (two runs side by side, 1 thread each): ~40 min for CHAOS.
-# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|ablation|unet|all]
+# Runs made before the exemplar memory (session 9) carry `--memory none`, which is what they ran.
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|ablation|memory-ablation|unet|all]
 set -euo pipefail
 build=${1:-build}
 what=${2:-all}
@@ -18,8 +19,18 @@ universeg=models/universeg-baseline.pt
 
 if [[ $what == chaos || $what == all ]]; then
   # Table 1: CHAOS MR T2 (OOD: never trained on), all 20 patients, 5 draws, ours + atlas prior.
+  # Without the exemplar memory (the model alone, as before session 9; x = 3 is the same with it:
+  # 3 examples leave nothing to top up at --memory-examples 3).
   spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0,1,3 --draws 5 \
-    -o reports/chaos_crossconv
+    --memory none -o reports/chaos_crossconv
+  # With the shipped exemplar memory (models/segicl-crossconv.memory, the default): x = 0 recalls 3
+  # training-pool pairs, x = 1 gets 2 recalled pairs beside its example. ~60 min each, side by side.
+  # Together with chaos_crossconv's x = 3 these are the rows of the command
+  # `segicl eval --model models/segicl-crossconv.pt --dataset chaos_mr_t2 --examples 0,1,3 --draws 5`.
+  spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0 --draws 5 \
+    --memory-examples 3 --methods segicl -o reports/chaos_memory_x0
+  spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 1 --draws 5 \
+    --memory-examples 3 --memory-top-up true --methods segicl -o reports/chaos_memory_x1
   # The UniverSeg-architecture baseline costs ~4x more per slice: first 10 patients, 2 draws (the
   # same queries and example draws as ours; compare with results-table.py --same-cases-as).
   spawn $bin eval --model $universeg --label universeg --methods segicl --dataset chaos_mr_t2 --examples 1,3 \
@@ -30,7 +41,7 @@ if [[ $what == btcv || $what == all ]]; then
   # Fig. 8: BTCV CT test patients (in-distribution: other BTCV patients were trained on).
   $bin eval --model $ours --label segicl-crossconv --dataset btcv_ct \
     --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 2 --cases 3 \
-    -o reports/btcv_crossconv > /dev/null
+    --memory none -o reports/btcv_crossconv > /dev/null
   # The UniverSeg-architecture baseline on the same 3 patients, first draw only (4x the cost).
   $bin eval --model $universeg --label universeg --methods segicl --dataset btcv_ct \
     --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 1 --cases 3 \
@@ -42,7 +53,7 @@ if [[ $what == medscribble || $what == all ]]; then
   # (SCD; x = 3 is skipped there) and x <= 3 elsewhere. Its STARE and OCTA500 tasks are the OOD
   # modalities of the paper's Fig. 5. ~1 min + ~3 min.
   spawn $bin eval --model $ours --label segicl-crossconv --dataset medscribble --examples 0,1,2,3 --draws 5 \
-    -o reports/medscribble_crossconv
+    --memory none -o reports/medscribble_crossconv
   spawn $bin eval --model $universeg --label universeg --methods segicl --dataset medscribble --examples 1,2,3 \
     --draws 5 -o reports/medscribble_universeg
   finish
@@ -52,7 +63,7 @@ if [[ $what == fundus || $what == all ]]; then
   # optic disc (DRIONS-DB), optic disc rim and cup (Drishti-GS); every image a query, 5 draws.
   for d in drive_fundus drions_fundus drishti_fundus chase_fundus; do
     spawn $bin eval --model $ours --label segicl-crossconv --dataset $d --examples 0,1,2,3,5,8 --draws 5 \
-      -o reports/${d%_fundus}_crossconv
+      --memory none -o reports/${d%_fundus}_crossconv
     spawn $bin eval --model $universeg --label universeg --methods segicl --dataset $d --examples 1,2,3,5,8 \
       --draws 5 -o reports/${d%_fundus}_universeg
     finish
@@ -61,10 +72,27 @@ fi
 if [[ $what == ablation || $what == all ]]; then
   # The shipped model without the instruction, and with 4 flipped passes averaged (MedScribble).
   spawn $bin eval --model $ours --label segicl-crossconv-notext --dataset medscribble --examples 1,3 --draws 5 \
-    --text false --methods segicl -o reports/ablation_medscribble_notext
+    --text false --memory none --methods segicl -o reports/ablation_medscribble_notext
   spawn $bin eval --model $ours --label segicl-crossconv-4flips --dataset medscribble --examples 1,3 --draws 5 \
-    --samples 4 --methods segicl -o reports/ablation_medscribble_4flips
+    --samples 4 --memory none --methods segicl -o reports/ablation_medscribble_4flips
   finish
+fi
+if [[ $what == memory-ablation || $what == all ]]; then
+  # The exemplar memory on CHAOS, first 4 patients x 2 draws: recalled pairs at x = 0 (3, 5, 8),
+  # topping x = 1 and 3 up to 5, and a second pass with the query's 2 most confident planes
+  # (self-prompting). Compare with results-table.py --same-cases-as one of these folders.
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-examples 3 \
+    -o reports/ablation_chaos_memory_k3
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-examples 5 \
+    -o reports/ablation_chaos_memory_k5
+  finish
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-examples 8 \
+    --methods segicl -o reports/ablation_chaos_memory_k8
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 1,3 --draws 2 --cases 4 --memory-examples 5 \
+    --memory-top-up true --methods segicl -o reports/ablation_chaos_memory_topup5
+  finish
+  $bin eval --model $ours --dataset chaos_mr_t2 --examples 0,1 --draws 2 --cases 4 --memory-examples 3 \
+    --refine-examples 2 --methods segicl -o reports/ablation_chaos_memory_k3_own2 > /dev/null
 fi
 if [[ $what == unet || $what == all ]]; then
   # Baseline 3 (supervised upper bound): a 2D U-Net (4 levels, 16 base features) trained inside

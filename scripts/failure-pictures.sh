@@ -2,8 +2,8 @@
 # The model card's pictures of known failure cases (models/failure_cases.png): the shipped model on
 # the bundled CHAOS MR sample p02 (never trained on), examples from patient p01, one axial plane per
 # case: ground truth in green, our mask in red. Cases: liver with 3 example slices (a working
-# case, for reference), spleen with 3 example slices (the weakest organ), liver from text only (the
-# empty ICL-0 mask). Only CC BY-SA CHAOS data is drawn, so the figure stays under CC BY-SA 4.0.
+# case, for reference), spleen with 3 example slices (the weakest organ), liver from text only
+# (ICL-0: the model's exemplar memory recalls 3 training-pool CT livers; before it, an empty mask). Only CC BY-SA CHAOS data is drawn, so the figure stays under CC BY-SA 4.0.
 #   scripts/failure-pictures.sh [BUILD_DIR=build]
 # Needs Debian's python3-nibabel and python3-matplotlib (hence /usr/bin/python3; install-deps.sh).
 set -euo pipefail
@@ -27,4 +27,4 @@ run liver_text 1 --text "segment the liver"
   --image "$samples/images/chaos_mr_t2_p02.nii.gz" --labels "$samples/labels/chaos_mr_t2_p02.nii.gz" \
   "liver, 3 example slices:1:$work/liver_k3.nii.gz" \
   "spleen, 3 example slices:4:$work/spleen_k3.nii.gz" \
-  "liver, text only (x = 0):1:$work/liver_text.nii.gz"
+  "liver, text only (x = 0, 3 CT livers recalled):1:$work/liver_text.nii.gz"

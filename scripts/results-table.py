@@ -10,7 +10,9 @@ per draw, then mean and sample std over draws; the task mean is taken per draw f
 --same-cases-as REPORT restricts every report to the (case, draw) pairs that REPORT evaluated, so
 a cheaper run (fewer cases or draws) is compared on identical queries and example draws (the draws
 are a pure function of seed, task, x, draw and case). A footer line per report states its cases,
-draws and run time, so every number is traceable to a run.
+draws and run time, so every number is traceable to a run. Rows of a run that recalled from an
+exemplar memory (its options name one) are labelled "<method> + memory (K pairs)", and those of a
+self-prompting run (--refine-examples N) "... + N own planes".
 
 usage: scripts/results-table.py [--columns liver,spleen] [--same-cases-as DIR] REPORT_DIR [...]
 """
@@ -61,6 +63,13 @@ def main():
     for folder in args.reports:
         metrics = load(folder)
         rows = [r for r in metrics["rows"] if allowed is None or (r["case"], r["draw"]) in allowed]
+        # A run that recalled from an exemplar memory gets its model rows named for it (the atlas
+        # and U-Net rows never use the memory).
+        if metrics["options"].get("memory"):
+            o = metrics["options"]
+            suffix = f" + memory ({o.get('memory_examples')} pairs)" + \
+                (f" + {o['refine_examples']} own planes" if o.get("refine_examples") else "")
+            rows = [dict(r, method=r["method"] + suffix) if r["method"] not in ("atlas", "unet") else r for r in rows]
         summary = summarize(rows)
         for key in sorted(summary, key=lambda k: (k[0], k[1])):
             if key in cells:
@@ -74,6 +83,10 @@ def main():
         model = options.get("model", {}).get("path", "-")
         cases = len({r["case"] for r in rows})
         draws = len({r["draw"] for r in rows})
+        memory = options.get("memory")
+        if memory:
+            model += f" + memory {memory} ({options.get('memory_examples')} pairs" + \
+                (", topping up x" if options.get("memory_top_up") else "") + ")"
         footers.append(f"`{folder}`: model {model}, {cases} query cases, {draws} draws"
                        f"{' (restricted)' if allowed is not None else ''}, x = {options.get('num_examples')}, "
                        f"run {int(metrics.get('seconds', 0))} s")

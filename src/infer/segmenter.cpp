@@ -204,20 +204,22 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
     prepared.clear();
     torch::Tensor images, masks;
     std::vector<std::string> recalled_tasks;
-    if (!context_images.empty()) {
-      images = torch::stack(context_images);  // [K, C, R, R]
-      masks = torch::stack(context_masks);    // [K, 1, R, R]
-    } else if (!text.empty() && state_->memory && options.memory_examples > 0) {
-      const int count = static_cast<int>(std::min<int64_t>(options.memory_examples, config.max_context()));
-      auto recalled = state_->memory->recall(text, count, options.seed);
+    // Fewer pairs than memory_examples and an instruction: top the context up with recalled
+    // training-pool pairs of the named structure (text only: all of them).
+    const int64_t wanted_from_memory =
+        std::min<int64_t>(options.memory_examples, config.max_context()) - static_cast<int64_t>(context_images.size());
+    if (!text.empty() && state_->memory && wanted_from_memory > 0) {
+      auto recalled = state_->memory->recall(text, static_cast<int>(wanted_from_memory), options.seed);
       if (recalled.count() > 0) {
-        images = recalled.images;
-        masks = recalled.masks;
+        for (int64_t i = 0; i < recalled.count(); ++i) {
+          context_images.push_back(recalled.images[i]);
+          context_masks.push_back(recalled.masks[i]);
+        }
         recalled_tasks = recalled.tasks;
         std::string names;
         for (const auto& t : recalled.tasks) names += (names.empty() ? "" : ", ") + t;
-        logger->info("text only: {} example(s) recalled from the exemplar memory ({})", recalled.count(), names);
-      } else {
+        logger->info("{} example(s) recalled from the exemplar memory ({})", recalled.count(), names);
+      } else if (context_images.empty()) {
         logger->warn("no structure of the exemplar memory matches '{}': the model runs on the text alone; "
                      "expect a poor mask (give an example, or name one of: {})",
                      text, [&] {
@@ -226,6 +228,10 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
                        return all;
                      }());
       }
+    }
+    if (!context_images.empty()) {
+      images = torch::stack(context_images);  // [K, C, R, R]
+      masks = torch::stack(context_masks);    // [K, 1, R, R]
     } else if (text.empty()) {
       static std::once_flag warned;
       std::call_once(warned, [&] {

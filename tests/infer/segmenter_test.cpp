@@ -272,7 +272,13 @@ TEST(Segmenter, TextOnlyRecallsExamplesOfTheNamedStructureFromTheMemory) {
   auto [ex_image, ex_labels] = blob_volume({16, 16, 6}, io::Geometry{});
   auto given = segmenter.segment(query, {{ex_image, ex_labels, -1, ""}}, "segment the liver", fast());
   EXPECT_TRUE(given.recalled_tasks.empty());
-  EXPECT_EQ(given.num_context, 3);  // slices_per_example of the one example
+  EXPECT_EQ(given.num_context, 3);  // slices_per_example of the one 3D example: nothing to top up
+  // One 2D example is one pair: two recalled pairs top the context up to memory_examples.
+  auto [ex2d_image, ex2d_labels] = blob_volume({16, 16, 1}, io::Geometry{}, 2);
+  auto topped = segmenter.segment(query, {{ex2d_image, ex2d_labels, -1, ""}}, "segment the liver", fast());
+  EXPECT_EQ(topped.num_context, 3);
+  EXPECT_EQ(topped.recalled_tasks, (std::vector<std::string>{"toy_ct/liver"}));
+  EXPECT_EQ(segmenter.segment(query, {{ex2d_image, ex2d_labels, -1, ""}}, "", fast()).num_context, 1);
 }
 
 TEST(Segmenter, FindsTheMemoryBesideItsCheckpointAndRefusesOneOfTheWrongResolution) {

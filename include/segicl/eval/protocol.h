@@ -34,12 +34,14 @@ struct ProtocolOptions {
   std::vector<std::string> methods{"segicl", "atlas"};
   UNetBaselineOptions unet;          // method "unet" only; its seed is `seed` (derived by name)
   std::string model_label = "segicl";  // name of the model's rows in the report (e.g. "universeg")
-  // x = 0 with text: `memory_examples` pairs of the named structure recalled from this exemplar
-  // memory (data/exemplar_memory.h; training-pool slices only), drawn per (task, draw, query) like
-  // examples. Empty: the model runs on the text alone.
+  // With text: pairs of the named structure recalled from this exemplar memory
+  // (data/exemplar_memory.h; training-pool slices only), drawn per (task, x, draw, query) like
+  // examples: `memory_examples` at x = 0, and memory_examples - x more at 0 < x < memory_examples
+  // with `memory_top_up`. Empty: the model gets the x examples (or the text) alone.
   std::string memory;
   int memory_examples = 3;
-  bool memory_top_up = false;  // x < memory_examples: add memory_examples - x recalled pairs too
+  bool memory_top_up = true;  // x < memory_examples: add memory_examples - x recalled pairs too (as
+                              // infer::Segmenter does); false: the x examples alone
   // Self-prompting: after the first pass, this many of the query's most confident predicted planes
   // (data::confident_planes) join the context for a second pass (0: one pass).
   int refine_examples = 0;

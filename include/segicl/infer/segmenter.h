@@ -27,7 +27,8 @@ struct SegmentOptions {
   std::string modality;     // e.g. "CT" (HU windowing) or "" (percentile normalisation); query and examples
   std::vector<std::string> postprocess;  // steps in order: "largest-cc" (3D, 6-connected),
                                          // "fill-holes" (2D per slice, in the sliced planes)
-  int memory_examples = 3;  // text only: pairs recalled from the model's exemplar memory (0: never)
+  int memory_examples = 3;  // with an instruction, context pairs are topped up to this many with pairs
+                            // recalled from the model's exemplar memory (text only: all; 0: never)
 };
 
 // One context pair. image and labels must share a grid. 2D examples give their one plane; 3D
@@ -47,7 +48,7 @@ struct SegmentResult {
   int64_t num_context = 0;   // k: context pairs given to the model (after the max_context cap)
   double seconds = 0;        // wall time of segment()
   int through_axis = 2;      // index axis of the query's grid the planes were cut across
-  std::vector<std::string> recalled_tasks;  // text only: memory tasks the context came from
+  std::vector<std::string> recalled_tasks;  // memory tasks that recalled pairs came from (if any)
 };
 
 // Holds one read-only model. Thread-safety: segment() is const and safe to call concurrently
@@ -67,9 +68,10 @@ class Segmenter {
 
   // Segments `query` (2D image or 3D volume; RGB is converted to luminance unless the model takes
   // 3 channels) given `examples` (may be empty) and `text` (may be ""; both empty runs the model
-  // unconditioned, with one warning per process). Text without examples recalls
-  // options.memory_examples pairs of the named structure from the exemplar memory when it has
-  // them (result.recalled_tasks says which); otherwise the model runs on the text alone. At most max_context() context pairs are used,
+  // unconditioned, with one warning per process). With text, when the examples give fewer than
+  // options.memory_examples context pairs, the rest are recalled pairs of the named structure
+  // from the exemplar memory, if it has them (result.recalled_tasks says which); text without
+  // examples or a match runs on the text alone. At most max_context() context pairs are used,
   // shared evenly across examples.
   // Throws UsageError (bad options), DataError naming the example (image/label grid mismatch, no
   // voxel of the chosen label, wrong channel count), ShapeError (pixel buffer not matching size),
