@@ -204,11 +204,12 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
     prepared.clear();
     torch::Tensor images, masks;
     std::vector<std::string> recalled_tasks;
-    // Fewer pairs than memory_examples and an instruction: top the context up with recalled
-    // training-pool pairs of the named structure (text only: all of them).
+    // Text without examples (or, with memory_top_up, fewer pairs than memory_examples): recalled
+    // training-pool pairs of the named structure fill the context.
     const int64_t wanted_from_memory =
         std::min<int64_t>(options.memory_examples, config.max_context()) - static_cast<int64_t>(context_images.size());
-    if (!text.empty() && state_->memory && wanted_from_memory > 0) {
+    const bool recall = context_images.empty() || options.memory_top_up;
+    if (!text.empty() && state_->memory && recall && wanted_from_memory > 0) {
       auto recalled = state_->memory->recall(text, static_cast<int>(wanted_from_memory), options.seed);
       if (recalled.count() > 0) {
         for (int64_t i = 0; i < recalled.count(); ++i) {

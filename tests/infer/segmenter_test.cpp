@@ -273,12 +273,17 @@ TEST(Segmenter, TextOnlyRecallsExamplesOfTheNamedStructureFromTheMemory) {
   auto given = segmenter.segment(query, {{ex_image, ex_labels, -1, ""}}, "segment the liver", fast());
   EXPECT_TRUE(given.recalled_tasks.empty());
   EXPECT_EQ(given.num_context, 3);  // slices_per_example of the one 3D example: nothing to top up
-  // One 2D example is one pair: two recalled pairs top the context up to memory_examples.
+  // One 2D example is one pair: kept alone by default; with memory_top_up two recalled pairs
+  // top the context up to memory_examples.
   auto [ex2d_image, ex2d_labels] = blob_volume({16, 16, 1}, io::Geometry{}, 2);
-  auto topped = segmenter.segment(query, {{ex2d_image, ex2d_labels, -1, ""}}, "segment the liver", fast());
+  const std::vector<Example> one_pair{{ex2d_image, ex2d_labels, -1, ""}};
+  EXPECT_EQ(segmenter.segment(query, one_pair, "segment the liver", fast()).num_context, 1);
+  options = fast();
+  options.memory_top_up = true;
+  auto topped = segmenter.segment(query, one_pair, "segment the liver", options);
   EXPECT_EQ(topped.num_context, 3);
   EXPECT_EQ(topped.recalled_tasks, (std::vector<std::string>{"toy_ct/liver"}));
-  EXPECT_EQ(segmenter.segment(query, {{ex2d_image, ex2d_labels, -1, ""}}, "", fast()).num_context, 1);
+  EXPECT_EQ(segmenter.segment(query, one_pair, "", options).num_context, 1);  // no text, nothing to recall
 }
 
 TEST(Segmenter, FindsTheMemoryBesideItsCheckpointAndRefusesOneOfTheWrongResolution) {

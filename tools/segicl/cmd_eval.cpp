@@ -93,7 +93,7 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
       ->check(CLI::Range(0, 16))
       ->capture_default_str();
   cmd->add_option("--memory-top-up", o.memory_top_up,
-                  "Also fill the context of x < memory-examples up to memory-examples with recalled pairs")
+                  "Also fill the context of 0 < x < memory-examples up to memory-examples with recalled pairs")
       ->capture_default_str();
   cmd->add_option("-o,--out", out, "Report folder (metrics.json, report.md)")->required();
   cmd->callback([&global] {

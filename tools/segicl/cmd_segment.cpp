@@ -307,6 +307,8 @@ void register_segment(CLI::App& app, GlobalOptions& global) {
                   "Text only: example pairs recalled from the memory (0: the text alone)")
       ->check(CLI::Range(0, 64))
       ->capture_default_str();
+  cmd->add_flag("--memory-top-up", a.options.memory_top_up,
+                "Also top examples giving fewer than --memory-examples pairs up with recalled ones");
   cmd->add_flag("--force", a.force, "Overwrite existing outputs");
   cmd->callback([&global] {
     start(global);

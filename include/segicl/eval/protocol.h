@@ -40,8 +40,7 @@ struct ProtocolOptions {
   // with `memory_top_up`. Empty: the model gets the x examples (or the text) alone.
   std::string memory;
   int memory_examples = 3;
-  bool memory_top_up = true;  // x < memory_examples: add memory_examples - x recalled pairs too (as
-                              // infer::Segmenter does); false: the x examples alone
+  bool memory_top_up = false;  // x < memory_examples: add memory_examples - x recalled pairs too
   // Self-prompting: after the first pass, this many of the query's most confident predicted planes
   // (data::confident_planes) join the context for a second pass (0: one pass).
   int refine_examples = 0;

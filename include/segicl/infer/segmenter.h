@@ -27,8 +27,10 @@ struct SegmentOptions {
   std::string modality;     // e.g. "CT" (HU windowing) or "" (percentile normalisation); query and examples
   std::vector<std::string> postprocess;  // steps in order: "largest-cc" (3D, 6-connected),
                                          // "fill-holes" (2D per slice, in the sliced planes)
-  int memory_examples = 3;  // with an instruction, context pairs are topped up to this many with pairs
-                            // recalled from the model's exemplar memory (text only: all; 0: never)
+  int memory_examples = 3;  // text without examples: pairs recalled from the model's exemplar memory
+                            // (0: the text alone)
+  bool memory_top_up = false;  // also top examples that give fewer than memory_examples pairs up to
+                               // that many (off: it helped on CHAOS, hurt on MedScribble; RESULTS.md)
 };
 
 // One context pair. image and labels must share a grid. 2D examples give their one plane; 3D
@@ -68,10 +70,10 @@ class Segmenter {
 
   // Segments `query` (2D image or 3D volume; RGB is converted to luminance unless the model takes
   // 3 channels) given `examples` (may be empty) and `text` (may be ""; both empty runs the model
-  // unconditioned, with one warning per process). With text, when the examples give fewer than
-  // options.memory_examples context pairs, the rest are recalled pairs of the named structure
-  // from the exemplar memory, if it has them (result.recalled_tasks says which); text without
-  // examples or a match runs on the text alone. At most max_context() context pairs are used,
+  // unconditioned, with one warning per process). Text without examples recalls
+  // options.memory_examples pairs of the named structure from the exemplar memory, if it has them
+  // (result.recalled_tasks says which; with memory_top_up, examples giving fewer pairs are topped
+  // up too); otherwise the model runs on the text alone. At most max_context() context pairs are used,
   // shared evenly across examples.
   // Throws UsageError (bad options), DataError naming the example (image/label grid mismatch, no
   // voxel of the chosen label, wrong channel count), ShapeError (pixel buffer not matching size),
