@@ -43,6 +43,10 @@ if [[ $what == btcv || $what == all ]]; then
   $bin eval --model $ours --label segicl-crossconv --dataset btcv_ct \
     --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 2 --cases 3 \
     --memory none -o reports/btcv_crossconv > /dev/null
+  # With the exemplar memory: text only (x = 0) and x = 1 topped up to 3 pairs, same 3 patients.
+  $bin eval --model $ours --label segicl-crossconv --dataset btcv_ct \
+    --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 0,1 --draws 2 --cases 3 \
+    --memory-examples 3 --memory-top-up true --methods segicl -o reports/btcv_memory > /dev/null
   # The UniverSeg-architecture baseline on the same 3 patients, first draw only (4x the cost).
   $bin eval --model $universeg --label universeg --methods segicl --dataset btcv_ct \
     --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 1 --cases 3 \
