@@ -265,7 +265,10 @@ async function run() {
     status(`done in ${((performance.now() - started) / 1000).toFixed(1)} s ` +
            `(model ${t.segment_seconds.toFixed(2)} s, queue ${t.queue_seconds.toFixed(2)} s)`);
     $('summary').textContent = `${result.foreground_voxels} mask voxels at threshold ${result.threshold}; ` +
-      `k = ${result.num_context} context pairs; ${result.slices} slices; ` +
+      `k = ${result.num_context} context pairs` +
+      (result.recalled_tasks && result.recalled_tasks.length
+        ? ` (recalled from the model's memory: ${result.recalled_tasks.join(', ')})` : '') +
+      `; ${result.slices} slices; ` +
       `mean uncertainty ${result.uncertainty.mean.toExponential(2)}`;
   } catch (err) {
     status('failed');
