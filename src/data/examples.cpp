@@ -45,16 +45,23 @@ std::vector<int64_t> spread_example_slices(const PreparedVolume& volume, const s
   std::vector<int64_t> positives;
   for (int64_t s = 0; s < per_slice.numel(); ++s)
     if (counts[s] >= min_pixels) positives.push_back(s);
-  const auto p = static_cast<int64_t>(positives.size());
-  if (p <= count) return positives;
   std::vector<int64_t> out;
-  if (count == 0) return out;
-  if (count == 1) return {positives[p / 2]};
-  for (int i = 0; i < count; ++i) {
-    // Even spacing by rank keeps examples apart even when the structure's slices are not contiguous.
-    const auto rank = static_cast<int64_t>(std::llround(static_cast<double>(i) * (p - 1) / (count - 1)));
-    out.push_back(positives[rank]);
+  for (int64_t rank : spread_ranks(static_cast<int64_t>(positives.size()), count)) out.push_back(positives[rank]);
+  return out;
+}
+
+std::vector<int64_t> spread_ranks(int64_t size, int count) {
+  if (size < 0 || count < 0) SEGICL_THROW(UsageError, "spread_ranks needs size >= 0 and count >= 0", "", "");
+  std::vector<int64_t> out;
+  if (size <= count) {
+    for (int64_t r = 0; r < size; ++r) out.push_back(r);
+    return out;
   }
+  if (count == 0) return out;
+  if (count == 1) return {size / 2};
+  for (int i = 0; i < count; ++i)
+    // Even spacing by rank keeps examples apart even when the structure's slices are not contiguous.
+    out.push_back(static_cast<int64_t>(std::llround(static_cast<double>(i) * (size - 1) / (count - 1))));
   return out;
 }
 

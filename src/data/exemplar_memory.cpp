@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -13,6 +14,7 @@
 
 #include "segicl/core/error.h"
 #include "segicl/core/seed.h"
+#include "segicl/data/examples.h"
 
 namespace segicl::data {
 
@@ -75,6 +77,13 @@ std::string memory_path_for(const std::string& checkpoint) {
   return base + ".memory";
 }
 
+std::string resolve_memory_path(const std::string& checkpoint, const std::string& choice) {
+  if (choice == "none") return "";
+  if (!choice.empty() && choice != "auto") return choice;
+  const std::string own = memory_path_for(checkpoint);
+  return std::filesystem::exists(own) ? own : "";
+}
+
 std::shared_ptr<const ExemplarMemory> ExemplarMemory::open(const std::string& path) {
   auto pack = Pack::open(path);
   if (pack->purpose() != PackPurpose::kTrain)
@@ -101,18 +110,25 @@ int64_t ExemplarMemory::build(const Pack& source, const std::string& path,
     std::sort(groups.begin(), groups.end());
     if (static_cast<int>(groups.size()) > options.groups_per_task)
       groups.resize(options.groups_per_task);
-    for (const auto& [group, slices] : groups) {
-      // Spread over the structure: the slices at the middle of n equal parts of its extent.
-      const int n = std::min<int>(options.slices_per_group, static_cast<int>(slices.size()));
-      for (int i = 0; i < n; ++i)
-        chosen.insert(slices[static_cast<size_t>((2 * i + 1) * slices.size() / (2 * n))]);
-    }
+    // Spread over the structure as a user's 3D example is (spread_example_slices).
+    for (const auto& [group, slices] : groups)
+      for (int64_t rank : spread_ranks(static_cast<int64_t>(slices.size()), options.slices_per_group))
+        chosen.insert(slices[rank]);
   }
   const nlohmann::json description{{"kind", "exemplar-memory"},
                                    {"groups_per_task", options.groups_per_task},
                                    {"slices_per_group", options.slices_per_group}};
   return PackWriter::write_subset(source, std::vector<int64_t>(chosen.begin(), chosen.end()), path,
                                   description.dump(), options.compression_level);
+}
+
+void ExemplarMemory::require_fit(int64_t resolution, int64_t channels) const {
+  if (pack_->resolution() != resolution || pack_->channels() != channels)
+    SEGICL_THROW(FormatError,
+                 "exemplar memory is " + std::to_string(pack_->resolution()) + "^2 x " +
+                     std::to_string(pack_->channels()) + " channel(s) but the model takes " +
+                     std::to_string(resolution) + "^2 x " + std::to_string(channels),
+                 path_, "build the memory from a pack at the model's resolution (`segicl model memory`)");
 }
 
 std::vector<std::string> ExemplarMemory::match(const std::string& instruction) const {
@@ -156,23 +172,19 @@ Recalled ExemplarMemory::recall(const std::string& instruction, int count, uint6
     queues.push_back(std::move(q));
   }
   std::shuffle(queues.begin(), queues.end(), rng);
-  std::vector<std::pair<int32_t, const PackTask*>> picked;
-  for (size_t round = 0; static_cast<int>(picked.size()) < count; ++round) {
-    bool any = false;
-    for (size_t g = 0; static_cast<int>(picked.size()) < count; ++g) {
-      bool group_exists = false;
-      for (const auto& q : queues) {
-        if (g >= q.groups.size()) continue;
-        group_exists = true;
-        if (round < q.groups[g].second.size() && static_cast<int>(picked.size()) < count) {
-          picked.push_back({q.groups[g].second[round], q.task});
-          any = true;
-        }
-      }
-      if (!group_exists) break;
-    }
-    if (!any) break;
+  size_t most_groups = 0, most_slices = 0;
+  for (const auto& q : queues) {
+    most_groups = std::max(most_groups, q.groups.size());
+    for (const auto& group : q.groups) most_slices = std::max(most_slices, group.second.size());
   }
+  // Round r takes the r-th slice of every patient; within a round, patient g of every task.
+  std::vector<std::pair<int32_t, const PackTask*>> picked;
+  auto full = [&] { return static_cast<int>(picked.size()) >= count; };
+  for (size_t round = 0; round < most_slices && !full(); ++round)
+    for (size_t g = 0; g < most_groups && !full(); ++g)
+      for (const auto& q : queues)
+        if (!full() && g < q.groups.size() && round < q.groups[g].second.size())
+          picked.push_back({q.groups[g].second[round], q.task});
   std::vector<torch::Tensor> images, masks;
   for (const auto& [slice, task] : picked) {
     images.push_back(pack_->images()[slice].to(torch::kFloat32) / 255.0);

@@ -95,10 +95,9 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   std::shared_ptr<const data::ExemplarMemory> memory;
   if (!o.memory.empty() && model) {
     memory = data::ExemplarMemory::open(o.memory);
-    if (memory->pack().resolution() != resolution || memory->pack().channels() != model->config().in_channels)
-      SEGICL_THROW(UsageError, "the exemplar memory does not fit the model (resolution or channels)", o.memory,
-                   "build it from a pack at the model's resolution");
-    // Never recall the evaluated dataset's own slices: a memory holds train splits only, but say so.
+    memory->require_fit(resolution, model->config().in_channels);
+    // A memory holds train splits only, so a train-role dataset's own slices in it are never its
+    // queries (those are its test split); say so in the log.
     for (const auto& d : memory->pack().datasets())
       if (d.name == o.dataset) logger->info("the memory holds {}'s train split; its queries are its test split", d.name);
   }

@@ -112,19 +112,12 @@ Segmenter::Segmenter(const std::string& checkpoint, const c10::Device& device, c
                           device.str(), state->config.resolution, state->config.in_channels,
                           state->config.max_context(), loaded.meta.value("stage", 0),
                           loaded.meta.value("step", static_cast<int64_t>(0)));
-  const std::string memory_path =
-      memory.empty() ? data::memory_path_for(checkpoint) : memory == "none" ? std::string() : memory;
-  if (!memory_path.empty() && (!memory.empty() || std::filesystem::exists(memory_path))) {
+  const std::string memory_path = data::resolve_memory_path(checkpoint, memory);
+  if (!memory_path.empty()) {
     state->memory = data::ExemplarMemory::open(memory_path);
-    const auto& pack = state->memory->pack();
-    if (pack.resolution() != state->config.resolution || pack.channels() != state->config.in_channels)
-      SEGICL_THROW(FormatError,
-                   "exemplar memory is " + std::to_string(pack.resolution()) + "^2 x " + std::to_string(pack.channels()) +
-                       " channel(s) but the model takes " + std::to_string(state->config.resolution) + "^2 x " +
-                       std::to_string(state->config.in_channels),
-                   memory_path, "build the memory from a pack at the model's resolution (`segicl model memory`)");
-    log::get("infer")->info("exemplar memory {}: {} slices, {} structures", memory_path, pack.num_slices(),
-                            state->memory->structures().size());
+    state->memory->require_fit(state->config.resolution, state->config.in_channels);
+    log::get("infer")->info("exemplar memory {}: {} slices, {} structures", memory_path,
+                            state->memory->pack().num_slices(), state->memory->structures().size());
   }
   state_ = std::move(state);
 }

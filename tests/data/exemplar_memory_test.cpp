@@ -92,6 +92,11 @@ TEST(MemoryPathFor, SitsBesideTheCheckpointWithoutPtOrPartSuffix) {
   EXPECT_EQ(memory_path_for("models/segicl-crossconv.pt"), "models/segicl-crossconv.memory");
   EXPECT_EQ(memory_path_for("runs/big.pt.01"), "runs/big.memory");
   EXPECT_EQ(memory_path_for("model"), "model.memory");
+  // Choosing one: the own file only when it exists; "none" none; anything else as given.
+  EXPECT_EQ(resolve_memory_path("/no/such/dir/m.pt", ""), "");
+  EXPECT_EQ(resolve_memory_path("/no/such/dir/m.pt", "auto"), "");
+  EXPECT_EQ(resolve_memory_path("/no/such/dir/m.pt", "none"), "");
+  EXPECT_EQ(resolve_memory_path("/no/such/dir/m.pt", "other.memory"), "other.memory");
 }
 
 TEST_F(Memory, KeepsTheMiddleSliceOfTheFirstGroupsOfEveryTask) {

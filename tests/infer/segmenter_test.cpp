@@ -11,6 +11,7 @@
 #include "segicl/core/error.h"
 #include "segicl/data/examples.h"
 #include "segicl/data/pack.h"
+#include "../train/toy_pack.h"
 #include "test_support.h"
 
 namespace segicl::infer {
@@ -220,30 +221,12 @@ TEST(Segmenter, PostprocessingRunsOnTheMask) {
   EXPECT_GT(fg, 0);
 }
 
-// A memory at `resolution` with one "liver" task over 3 patients (2 slices each), written beside
-// `checkpoint_copy` when given (the path the Segmenter looks for by itself).
+// A memory at `resolution` from the trainer tests' toy pack (one "liver" task, 4 patients), 2
+// slices per patient.
 std::string write_liver_memory(int resolution, const std::string& name) {
-  data::Dataset d;
-  d.name = "toy_ct";
-  d.modality = "CT";
-  d.dims = 3;
-  d.role = data::Role::kTrain;
-  d.tasks = {{"toy_ct/liver", "liver", {1}}};
-  for (int i = 0; i < 3; ++i) d.cases.push_back({"c" + std::to_string(i), "g" + std::to_string(i), "", "", "", {}, "", data::Split::kTrain});
-  data::PackOptions options;
-  options.preprocess.resolution = resolution;
-  data::PackWriter writer(data::PackPurpose::kTrain, options);
-  for (int i = 0; i < 3; ++i) {
-    data::PreparedVolume v;
-    v.image = torch::rand({1, 2, resolution, resolution});
-    v.labels = torch::zeros({2, resolution, resolution}, torch::kInt32);
-    v.labels.slice(1, 2, 12).slice(2, 3, 14).fill_(1);
-    v.through_axis = 2;
-    v.dims = 3;
-    writer.add_case(d, d.cases[i], v);
-  }
-  const auto pack = (temp_dir() / (name + ".pack")).string();
-  writer.write(pack);
+  const auto dir = temp_dir() / (name + ".pack");
+  std::filesystem::create_directories(dir);
+  const auto pack = train::testing::write_toy_pack(dir, resolution);
   const auto memory = (temp_dir() / name).string();
   data::MemoryOptions memory_options;
   memory_options.slices_per_group = 2;

@@ -1,6 +1,5 @@
 // `segicl eval`: the paper's few-shot protocol on a corpus dataset, with baselines, to a report.
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 
 #include "common.h"
@@ -109,14 +108,7 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
       }
     }
     auto corpus = data::Corpus::open(data::Corpus::locate(global.data_root));
-    if (memory == "none" || model_path.empty()) {
-      o.memory.clear();
-    } else if (memory == "auto") {
-      const auto own = data::memory_path_for(model_path);
-      o.memory = std::filesystem::exists(own) ? own : "";
-    } else {
-      o.memory = memory;
-    }
+    o.memory = model_path.empty() ? "" : data::resolve_memory_path(model_path, memory);
     models::LoadedCheckpoint loaded;
     if (!model_path.empty()) loaded = models::load_checkpoint(model_path);
     auto result = eval::run_protocol(corpus, loaded.model ? loaded.model.get() : nullptr, o);

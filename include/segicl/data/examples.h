@@ -22,6 +22,11 @@ namespace segicl::data {
 std::vector<int64_t> spread_example_slices(const PreparedVolume& volume, const std::vector<int>& label_ids,
                                            int count, int min_pixels = 3);
 
+// The ranks (0-based, ascending) that spread_example_slices takes out of `size` ordered items:
+// all when size <= count, the middle one (size / 2) for count 1, else round(i * (size - 1) /
+// (count - 1)). REQUIRES size >= 0, count >= 0 (UsageError otherwise).
+std::vector<int64_t> spread_ranks(int64_t size, int count);
+
 // The binary mask plane of slice `slice`: [1, R, R] float32 in {0, 1}, 1 where the label is in
 // `label_ids` (empty = any non-zero label). Same padding/resizing as label_plane (nearest).
 // Throws DataError without labels, ShapeError for a slice index out of range.

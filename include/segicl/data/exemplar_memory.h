@@ -20,8 +20,8 @@ namespace segicl::data {
 
 struct MemoryOptions {
   int groups_per_task = 16;  // patients kept per task (the first ones by group id)
-  int slices_per_group = 1;  // slices per patient, spread over the structure's extent (1: the
-                             // middle one; 3 spread ones did worse as examples, RESULTS.md)
+  int slices_per_group = 1;  // slices per patient, spread over the structure as spread_ranks does
+                             // (1: the middle one; 3 spread ones did worse as examples, RESULTS.md)
   int compression_level = 19;
 };
 
@@ -40,7 +40,8 @@ class ExemplarMemory {
   static std::shared_ptr<const ExemplarMemory> open(const std::string& path);
 
   // Picks the memory slices from a train pack: per task, the first `groups_per_task` groups,
-  // `slices_per_group` positives of each spread over the structure, and writes them as a pack.
+  // `slices_per_group` positives of each spread over the structure (spread_ranks), and writes them
+  // as a pack.
   // Returns the file size in bytes. UsageError for a non-train pack or bad options.
   static int64_t build(const Pack& source, const std::string& path,
                        const MemoryOptions& options = {});
@@ -53,6 +54,9 @@ class ExemplarMemory {
   // Up to `count` pairs for the instruction, from different patients of the matched tasks taken
   // in turn (a pure function of instruction, count and seed); nothing when no task matches.
   Recalled recall(const std::string& instruction, int count, uint64_t seed) const;
+
+  // FormatError naming the memory file unless its slices are resolution^2 x channels (the model's).
+  void require_fit(int64_t resolution, int64_t channels) const;
 
   const Pack& pack() const { return *pack_; }
   const std::string& path() const { return path_; }
@@ -67,6 +71,11 @@ class ExemplarMemory {
 // The memory that belongs to a checkpoint: "models/x.pt" -> "models/x.memory" (".pt" and its
 // split-part suffix dropped). The file may not exist.
 std::string memory_path_for(const std::string& checkpoint);
+
+// Which memory a model run uses: "" or "auto" takes memory_path_for(checkpoint) when that file
+// exists (else none), "none" none, anything else is the path itself (opening it may fail).
+// Returns "" for none.
+std::string resolve_memory_path(const std::string& checkpoint, const std::string& choice);
 
 // Lower-cased alphanumeric words of `text` without instruction filler ("segment", "the", ...) and
 // with a plural "s" dropped; shared by match() and its tests.

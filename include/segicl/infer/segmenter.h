@@ -59,9 +59,9 @@ class Segmenter {
  public:
   // Loads `checkpoint` (or its PATH.00, PATH.01 parts) onto `device`. IoError when neither exists,
   // FormatError for a bad checkpoint (see models/checkpoint.h). Logs the model once at info.
-  // `memory`: the exemplar memory recalled for text-only requests (data/exemplar_memory.h); ""
-  // takes the checkpoint's own (memory_path_for) when that file exists, "none" takes none. A
-  // memory that does not fit the model (resolution, channels) is a FormatError naming it.
+  // `memory`: the exemplar memory recalled for text-only requests (data/exemplar_memory.h), chosen
+  // by data::resolve_memory_path ("" or "auto": the checkpoint's own when that file exists; "none":
+  // none). A memory that does not fit the model (resolution, channels) is a FormatError naming it.
   explicit Segmenter(const std::string& checkpoint, const c10::Device& device = c10::Device(c10::kCPU),
                      const std::string& memory = "");
   ~Segmenter();
