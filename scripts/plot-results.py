@@ -3,7 +3,9 @@
 
 One panel per task plus the mean over tasks; one line per method, error bars = standard deviation
 of the per-draw means (the spread over example draws). Methods with the same name in several
-reports (e.g. "atlas") are drawn once, from the first report that has them.
+reports (e.g. "atlas") are drawn once, from the first report that has them; a run that recalled
+from an exemplar memory gets its own line (scripts/report_labels.py), a single point when it ran
+one x.
 
 usage: scripts/plot-results.py -o reports/chaos_dice_vs_k.png REPORT_DIR [REPORT_DIR ...]
 needs: Debian's python3-matplotlib (hence /usr/bin/python3, not a pyenv python)
@@ -15,6 +17,7 @@ import os
 import sys
 
 import matplotlib
+from report_labels import method_label
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,16 +34,17 @@ def main():
     for folder in args.reports:
         path = os.path.join(folder, "metrics.json")
         with open(path) as f:
-            summary = json.load(f)["summary"]
+            metrics = json.load(f)
+        summary, options = metrics["summary"], metrics["options"]
         seen = set()
         for row in summary["per_task"]:
-            key = (row["task"].split("/", 1)[-1], row["method"])
+            key = (row["task"].split("/", 1)[-1], method_label(options, row["method"], row["num_examples"]))
             if key in curves and key not in seen:
                 continue  # already drawn from an earlier report
             seen.add(key)
             curves.setdefault(key, {})[row["num_examples"]] = (row["dice_mean"], row["dice_std_over_draws"])
         for row in summary["mean_over_tasks"]:
-            key = ("mean over tasks", row["method"])
+            key = ("mean over tasks", method_label(options, row["method"], row["num_examples"]))
             if key in curves and key not in seen:
                 continue
             seen.add(key)

@@ -11,9 +11,7 @@ per draw, then mean and sample std over draws; the task mean is taken per draw f
 a cheaper run (fewer cases or draws) is compared on identical queries and example draws (the draws
 are a pure function of seed, task, x, draw and case). A footer line per report states its cases,
 draws and run time, so every number is traceable to a run. Rows of a run that recalled from an
-exemplar memory (its options name one) are labelled "<method> + memory (K pairs)" (", top-up" for x > 0
-rows of a --memory-top-up run), and those of a self-prompting run (--refine-examples N) "... + N own
-planes".
+exemplar memory are labelled for it (scripts/report_labels.py).
 
 usage: scripts/results-table.py [--columns liver,spleen] [--same-cases-as DIR] REPORT_DIR [...]
 """
@@ -21,6 +19,8 @@ import argparse
 import json
 import os
 import statistics
+
+from report_labels import method_label
 
 
 def load(folder):
@@ -64,16 +64,7 @@ def main():
     for folder in args.reports:
         metrics = load(folder)
         rows = [r for r in metrics["rows"] if allowed is None or (r["case"], r["draw"]) in allowed]
-        # A run that recalled from an exemplar memory gets its model rows named for it (the atlas
-        # and U-Net rows never use the memory).
-        if metrics["options"].get("memory"):
-            o = metrics["options"]
-
-            def label(r):
-                topped = o.get("memory_top_up") and r["num_examples"] > 0
-                return (r["method"] + f" + memory ({o.get('memory_examples')} pairs" + (", top-up" if topped else "") + ")"
-                        + (f" + {o['refine_examples']} own planes" if o.get("refine_examples") else ""))
-            rows = [dict(r, method=label(r)) if r["method"] not in ("atlas", "unet") else r for r in rows]
+        rows = [dict(r, method=method_label(metrics["options"], r["method"], r["num_examples"])) for r in rows]
         summary = summarize(rows)
         for key in sorted(summary, key=lambda k: (k[0], k[1])):
             if key in cells:

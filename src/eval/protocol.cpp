@@ -18,6 +18,7 @@
 #include "segicl/data/examples.h"
 #include "segicl/data/preprocess.h"
 #include "segicl/eval/metrics.h"
+#include "segicl/infer/postprocess.h"
 #include "segicl/io/volume.h"
 
 namespace segicl::eval {
@@ -108,7 +109,14 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
                     {"with_text", o.with_text}, {"methods", o.methods}, {"resolution", resolution},
                     {"queries", queries}, {"corpus", corpus.root()},
                     {"memory", memory ? o.memory : std::string()}, {"memory_examples", memory ? o.memory_examples : 0},
-                    {"memory_top_up", memory && o.memory_top_up}, {"refine_examples", o.refine_examples}};
+                    {"memory_top_up", memory && o.memory_top_up}, {"refine_examples", o.refine_examples},
+                    {"postprocess", o.postprocess}};
+  std::string post_label;
+  for (const auto& step : o.postprocess) post_label += "+" + step;
+  if (!o.postprocess.empty()) {  // an unknown step fails now, not after the first volume
+    io::LabelMap probe;
+    infer::postprocess(probe, o.postprocess);
+  }
   // Method "unet": one U-Net per patient fold, trained on every plane of the fold's support cases
   // (all tasks at once, one output channel each), predicts the fold's query cases up front.
   std::map<size_t, torch::Tensor> unet_planes;  // query case -> [N, T, R, R] probabilities
@@ -281,18 +289,29 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
             } else {
               SEGICL_THROW(UsageError, "unknown method '" + method + "'", "", "use segicl, atlas or unet");
             }
-            auto predicted = data::planes_to_source_grid(planes, query.volume) > 0.5;
-            CaseScore row{task.name, method == "segicl" ? o.model_label : method, query.item->id,
-                          method == "unet" ? kSupervisedExamples : x, draw};
-            if (o.hd95) {
-              auto overlap = compare(predicted, truth, query.spacing);
-              row.dice = overlap.dice;
-              row.hd95 = overlap.hd95;
-              row.both_empty = overlap.both_empty;
-            } else {
-              row.dice = dice(predicted, truth);
+            auto grid = data::planes_to_source_grid(planes, query.volume);
+            auto score = [&](const torch::Tensor& predicted, const std::string& label) {
+              CaseScore row{task.name, label, query.item->id, method == "unet" ? kSupervisedExamples : x, draw};
+              if (o.hd95) {
+                auto overlap = compare(predicted, truth, query.spacing);
+                row.dice = overlap.dice;
+                row.hd95 = overlap.hd95;
+                row.both_empty = overlap.both_empty;
+              } else {
+                row.dice = dice(predicted, truth);
+              }
+              result.scores.push_back(row);
+            };
+            const std::string label = method == "segicl" ? o.model_label : method;
+            score(grid > 0.5, label);
+            if (method == "segicl" && !o.postprocess.empty()) {
+              // Same steps and slicing axis as the segmenter's, on the same grid.
+              auto mask = data::to_label_map(grid, query.geometry, query.volume.dims, 0.5);
+              const int axis = query.volume.dims == 3 ? query.volume.reorientation.source_axis[query.volume.through_axis] : 2;
+              infer::postprocess(mask, o.postprocess, axis);
+              std::vector<uint8_t> values(mask.labels.begin(), mask.labels.end());
+              score(torch::from_blob(values.data(), truth.sizes(), torch::kUInt8).to(torch::kBool), label + post_label);
             }
-            result.scores.push_back(row);
           }
         }
         logger->info("{} x={} draw {}: done ({} rows)", task.name, x, draw, result.scores.size());

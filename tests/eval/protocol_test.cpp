@@ -6,7 +6,9 @@
 #include <fstream>
 
 #include "segicl/core/atomic_file.h"
+#include "segicl/core/error.h"
 #include "segicl/io/volume.h"
+#include "segicl/models/config.h"
 
 namespace segicl::eval {
 namespace fs = std::filesystem;
@@ -27,10 +29,8 @@ TEST(Summarize, AveragesCasesPerDrawThenDrawsAndTasks) {
   EXPECT_NEAR(s["mean_over_tasks"][0]["dice_mean"].get<double>(), 0.625, 1e-12);
 }
 
-TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
-  if (!io::available()) GTEST_SKIP() << "built without ITK";
-  // Three 2D "patients" with the same square: the atlas of any examples is the square itself.
-  fs::path root = fs::temp_directory_path() / ("segicl_protocol_" + std::to_string(::getpid()));
+// Three 2D "patients" (PNG, 40x40) with the same bright square, dataset "toy" under `root`.
+data::Corpus write_square_corpus(const fs::path& root) {
   fs::remove_all(root);
   fs::create_directories(root / "toy" / "images");
   fs::create_directories(root / "toy" / "labels");
@@ -54,7 +54,14 @@ TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
   }
   std::ofstream(root / "toy" / "dataset.json") << R"({"name": "toy", "dims": 2, "labels": {"1": "square"}, "cases": [)"
                                                << cases << "]}";
-  auto corpus = data::Corpus::open(root.string());  // no README: the dataset is ood, all cases are queries
+  return data::Corpus::open(root.string());  // no README: the dataset is ood, all cases are queries
+}
+
+TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  // The atlas of any examples is the square itself.
+  fs::path root = fs::temp_directory_path() / ("segicl_protocol_" + std::to_string(::getpid()));
+  auto corpus = write_square_corpus(root);
   ProtocolOptions o;
   o.dataset = "toy";
   o.num_examples = {1, 2};
@@ -67,6 +74,36 @@ TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
   EXPECT_NE(md.find("atlas ICL-1"), std::string::npos);
   EXPECT_TRUE(fs::exists(root / "report" / "metrics.json"));
   EXPECT_TRUE(fs::exists(root / "report" / "DONE"));
+  fs::remove_all(root);
+}
+
+TEST(Protocol, PostProcessedRowsSitBesideTheRawOnesOfTheSamePrediction) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  fs::path root = fs::temp_directory_path() / ("segicl_protocol_post_" + std::to_string(::getpid()));
+  auto corpus = write_square_corpus(root);
+  torch::manual_seed(5);
+  models::SegICLModel model(models::load_preset("crossconv-tiny"));
+  ProtocolOptions o;
+  o.dataset = "toy";
+  o.num_examples = {1};
+  o.draws = 1;
+  o.methods = {"segicl"};
+  o.model_label = "m";
+  o.hd95 = false;
+  auto raw = run_protocol(corpus, model.get(), o);
+  o.postprocess = {"largest-cc", "fill-holes"};
+  auto post = run_protocol(corpus, model.get(), o);
+  ASSERT_EQ(raw.scores.size(), 3u);
+  ASSERT_EQ(post.scores.size(), 6u);
+  for (size_t i = 0; i < raw.scores.size(); ++i) {
+    EXPECT_EQ(post.scores[2 * i].method, "m");
+    EXPECT_DOUBLE_EQ(post.scores[2 * i].dice, raw.scores[i].dice) << "the raw rows do not change";
+    EXPECT_EQ(post.scores[2 * i + 1].method, "m+largest-cc+fill-holes");
+    EXPECT_EQ(post.scores[2 * i + 1].case_id, raw.scores[i].case_id);
+  }
+  EXPECT_EQ(post.options["postprocess"].size(), 2u);
+  o.postprocess = {"largest-cc", "erode"};
+  EXPECT_THROW(run_protocol(corpus, model.get(), o), UsageError) << "unknown step, refused before any work";
   fs::remove_all(root);
 }
 

@@ -94,11 +94,17 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--memory-top-up", o.memory_top_up,
                   "Also fill the context of 0 < x < memory-examples up to memory-examples with recalled pairs")
       ->capture_default_str();
+  static std::string post;
+  cmd->add_option("--post", post,
+                  "Also score the model's masks after these post-processing steps (largest-cc, fill-holes), as extra "
+                  "rows <label>+<steps>")
+      ->capture_default_str();
   cmd->add_option("-o,--out", out, "Report folder (metrics.json, report.md)")->required();
   cmd->callback([&global] {
     start(global);
     o.tasks = split_list(tasks);
     o.methods = split_list(methods);
+    o.postprocess = split_list(post);
     o.num_examples.clear();
     for (const auto& x : split_list(examples)) {
       try {

@@ -1,12 +1,15 @@
-// `segicl model info|export|memory`: presets with parameter counts and FLOPs; fp16 export for
-// shipping; the exemplar memory shipped beside a model.
+// `segicl model info|export|memory|decoder`: presets with parameter counts and FLOPs; fp16 export
+// for shipping; the exemplar memory shipped beside a model; the decoder ablation of a
+// paper-architecture checkpoint.
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
 
 #include "common.h"
 #include "segicl/core/error.h"
 #include "segicl/data/exemplar_memory.h"
 #include "segicl/data/pack.h"
+#include "segicl/eval/decoder_ablation.h"
 #include "segicl/models/checkpoint.h"
 #include "segicl/models/config.h"
 
@@ -103,6 +106,46 @@ void register_model(CLI::App& app, GlobalOptions& global) {
     auto memory = data::ExemplarMemory::open(memory_out);
     std::printf("%s: %lld slices, %zu structures, %.2f MiB\n", memory_out.c_str(),
                 static_cast<long long>(memory->pack().num_slices()), memory->structures().size(), bytes / 1048576.0);
+  });
+
+  auto* dec = cmd->add_subcommand(
+      "decoder",
+      "Decoder ablation of a paper-architecture checkpoint: true masks -> condition tokens -> DDIM -> mask,\n"
+      "  at several step counts, with and without the query-image hint (Dice and time per slice)\n"
+      "  e.g. segicl model decoder models/segicl-cpu.pt --pack runs/val128.pack -o reports/ablation_decoder");
+  static std::string decoder_checkpoint, decoder_pack, decoder_out, decoder_steps = "1,4,10,25", decoder_hints = "on,off";
+  static eval::DecoderAblationOptions decoder_options;
+  dec->add_option("checkpoint", decoder_checkpoint, "Paper-architecture checkpoint")->required();
+  dec->add_option("--pack", decoder_pack, "Pack whose positive slices are decoded (val or eval)")->required();
+  dec->add_option("--steps", decoder_steps, "Comma-separated DDIM step counts")->capture_default_str();
+  dec->add_option("--hints", decoder_hints, "on and/or off: query image given to the decoder")->capture_default_str();
+  dec->add_option("--slices", decoder_options.slices, "Positive slices decoded (seeded choice)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  dec->add_option("--batch", decoder_options.batch, "Slices per decoder call")->check(CLI::Range(1, 4096))->capture_default_str();
+  dec->add_option("--seed", decoder_options.seed, "Slice choice and diffusion noise")->capture_default_str();
+  dec->add_option("-o,--out", decoder_out, "Report folder (metrics.json, report.md)")->required();
+  dec->callback([&global] {
+    start(global);
+    decoder_options.ddim_steps.clear();
+    for (const auto& s : split_list(decoder_steps)) {
+      try {
+        decoder_options.ddim_steps.push_back(std::stoi(s));
+      } catch (const std::exception&) {
+        SEGICL_THROW(UsageError, "--steps must be integers, got '" + s + "'", "", "e.g. --steps 1,4,10,25");
+      }
+    }
+    decoder_options.hints.clear();
+    for (const auto& h : split_list(decoder_hints)) {
+      if (h != "on" && h != "off") SEGICL_THROW(UsageError, "--hints takes on and/or off, got '" + h + "'", "", "");
+      decoder_options.hints.push_back(h == "on");
+    }
+    auto loaded = models::load_checkpoint(decoder_checkpoint);
+    auto pack = data::Pack::open(decoder_pack);
+    auto result = eval::run_decoder_ablation(*loaded.model, *pack, decoder_options);
+    result.options["model"] = decoder_checkpoint;
+    result.options["pack"] = decoder_pack;
+    std::cout << eval::write_decoder_report(result, decoder_out);
   });
 }
 

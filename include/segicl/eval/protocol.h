@@ -44,6 +44,11 @@ struct ProtocolOptions {
   // Self-prompting: after the first pass, this many of the query's most confident predicted planes
   // (data::confident_planes) join the context for a second pass (0: one pass).
   int refine_examples = 0;
+  // Post-processing steps (infer/postprocess.h: "largest-cc", "fill-holes") applied to the model's
+  // thresholded mask on the file's grid, as `segicl segment --post` does. Scored as extra rows
+  // labelled "<model_label>+<steps>" beside the raw ones, so one run compares both on the same
+  // predictions. Empty: raw rows only.
+  std::vector<std::string> postprocess;
 };
 
 // num_examples of the rows of a method that takes no examples (the supervised U-Net): it is
