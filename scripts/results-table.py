@@ -80,7 +80,8 @@ def main():
         draws = len({r["draw"] for r in rows})
         memory = options.get("memory")
         if memory:
-            model += f" + memory {memory} ({options.get('memory_examples')} pairs" + \
+            similar = " similar" if options.get("memory_choice") == "similar" else ""
+            model += f" + memory {memory} ({options.get('memory_examples')}{similar} pairs" + \
                 (", topping up x" if options.get("memory_top_up") else "") + ")"
         footers.append(f"`{folder}`: model {model}, {cases} query cases, {draws} draws"
                        f"{' (restricted)' if allowed is not None else ''}, x = {options.get('num_examples')}, "

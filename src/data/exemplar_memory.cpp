@@ -1,5 +1,5 @@
 // Exemplar memory (see exemplar_memory.h): slice selection at build time, word matching and
-// seeded recall at run time.
+// seeded or similarity-ranked recall at run time.
 #include "segicl/data/exemplar_memory.h"
 
 #include <torch/torch.h>
@@ -42,6 +42,34 @@ std::vector<std::pair<int32_t, std::vector<int32_t>>> positives_by_group(const P
     groups[it->second].second.push_back(s);
   }
   return groups;
+}
+
+// Context pairs of the picked (slice, task) entries into `out`.
+void pairs_of(const Pack& pack, const std::vector<std::pair<int32_t, const PackTask*>>& picked, Recalled& out) {
+  std::vector<torch::Tensor> images, masks;
+  for (const auto& [slice, task] : picked) {
+    images.push_back(pack.images()[slice].to(torch::kFloat32) / 255.0);
+    auto labels = pack.labels()[slice].to(torch::kLong);
+    auto ids = torch::tensor(std::vector<int64_t>(task->label_ids.begin(), task->label_ids.end()), torch::kLong);
+    masks.push_back(torch::isin(labels, ids).to(torch::kFloat32).unsqueeze(0));
+  }
+  out.images = torch::stack(images);
+  out.masks = torch::stack(masks);
+}
+
+// Unit-norm layout descriptor of images [N, C, R, R] in [0, 1]: luminance average-pooled to
+// 16 x 16, minus its mean (brightness and contrast differ across modalities; the layout is what
+// an example must share with the query).
+torch::Tensor layout_descriptor(const torch::Tensor& images) {
+  auto pooled = torch::adaptive_avg_pool2d(images.mean(1, true), {16, 16}).flatten(1);
+  pooled = pooled - pooled.mean(1, true);
+  return pooled / pooled.norm(2, 1, true).clamp_min(1e-6);
+}
+
+std::string shape_string(const torch::Tensor& t) {
+  std::string out = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) out += (i ? ", " : "") + std::to_string(t.size(i));
+  return out + "]";
 }
 
 }  // namespace
@@ -185,16 +213,61 @@ Recalled ExemplarMemory::recall(const std::string& instruction, int count, uint6
       for (const auto& q : queues)
         if (!full() && g < q.groups.size() && round < q.groups[g].second.size())
           picked.push_back({q.groups[g].second[round], q.task});
-  std::vector<torch::Tensor> images, masks;
-  for (const auto& [slice, task] : picked) {
-    images.push_back(pack_->images()[slice].to(torch::kFloat32) / 255.0);
-    auto labels = pack_->labels()[slice].to(torch::kLong);
-    auto ids = torch::tensor(std::vector<int64_t>(task->label_ids.begin(), task->label_ids.end()),
-                             torch::kLong);
-    masks.push_back(torch::isin(labels, ids).to(torch::kFloat32).unsqueeze(0));
+  pairs_of(*pack_, picked, out);
+  return out;
+}
+
+Recalled ExemplarMemory::recall_similar(const std::string& instruction, int count,
+                                        const torch::Tensor& query_planes) const {
+  Recalled out;
+  if (count < 1) return out;
+  if (query_planes.dim() != 4 || query_planes.size(0) < 1 || query_planes.size(1) != pack_->channels() ||
+      query_planes.size(2) != pack_->resolution() || query_planes.size(3) != pack_->resolution())
+    SEGICL_THROW(ShapeError,
+                 "query planes " + shape_string(query_planes) + " do not fit the memory's " +
+                     std::to_string(pack_->channels()) + " x " + std::to_string(pack_->resolution()) + "²",
+                 path_, "pass the query's planes at the model resolution");
+  out.tasks = match(instruction);
+  if (out.tasks.empty()) return out;
+  std::vector<std::pair<int32_t, const PackTask*>> candidates;
+  for (const auto& task : pack_->tasks())
+    if (std::find(out.tasks.begin(), out.tasks.end(), task.name) != out.tasks.end())
+      for (int32_t s : task.positives) candidates.push_back({s, &task});
+  std::vector<int64_t> indices;
+  for (const auto& c : candidates) indices.push_back(c.first);
+  auto stored = pack_->images().index_select(0, torch::tensor(indices)).to(torch::kFloat32) / 255.0;
+  // [candidates, queries] cosine similarities of the pooled, centred images.
+  auto similarity = layout_descriptor(stored).matmul(layout_descriptor(query_planes.to(torch::kFloat32)).t());
+  auto best = std::get<0>(similarity.max(1));
+  auto score = best.accessor<float, 1>();
+  // Per matched task, its slices best first; tasks take turns (the task with the best slice
+  // first), so every matched dataset gives its closest patient before any gives a second one.
+  std::map<std::string, std::vector<int64_t>> by_task;  // by name: a fixed order for ties
+  for (size_t i = 0; i < candidates.size(); ++i) by_task[candidates[i].second->name].push_back(static_cast<int64_t>(i));
+  std::vector<std::vector<int64_t>> queues;
+  for (auto& [task, members] : by_task) {
+    std::stable_sort(members.begin(), members.end(), [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+    queues.push_back(members);
   }
-  out.images = torch::stack(images);
-  out.masks = torch::stack(masks);
+  std::stable_sort(queues.begin(), queues.end(),
+                   [&](const auto& a, const auto& b) { return score[a.front()] > score[b.front()]; });
+  std::vector<std::pair<int32_t, const PackTask*>> picked;
+  std::set<int32_t> patients;
+  std::vector<size_t> next(queues.size(), 0);
+  for (bool progress = true; progress && static_cast<int>(picked.size()) < count;) {
+    progress = false;
+    for (size_t q = 0; q < queues.size() && static_cast<int>(picked.size()) < count; ++q) {
+      while (next[q] < queues[q].size()) {
+        const auto& candidate = candidates[queues[q][next[q]++]];
+        if (patients.insert(pack_->slice_group()[candidate.first]).second) {
+          picked.push_back(candidate);
+          progress = true;
+          break;
+        }
+      }
+    }
+  }
+  pairs_of(*pack_, picked, out);
   return out;
 }
 

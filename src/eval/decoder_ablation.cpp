@@ -88,7 +88,7 @@ DecoderAblationResult run_decoder_ablation(models::SegICLModelImpl& model, const
       for (double d : dices) mean += d / dices.size();
       for (double d : dices) var += (d - mean) * (d - mean);
       DecoderAblationRow row{steps, hint, mean, dices.size() > 1 ? std::sqrt(var / (dices.size() - 1)) : 0.0,
-                             1000.0 * seconds / n};
+                             1000.0 * seconds / n, dices};
       logger->info("decoder: {} DDIM steps, hint {}: Dice {:.3f}, {:.1f} ms per slice", steps, hint ? "on" : "off",
                    row.dice_mean, row.ms_per_slice);
       result.rows.push_back(row);
@@ -106,7 +106,7 @@ std::string write_decoder_report(const DecoderAblationResult& result, const std:
   Json rows = Json::array();
   for (const auto& r : result.rows)
     rows.push_back({{"ddim_steps", r.ddim_steps}, {"hint", r.hint}, {"dice_mean", r.dice_mean},
-                    {"dice_std_over_slices", r.dice_std}, {"ms_per_slice", r.ms_per_slice}});
+                    {"dice_std_over_slices", r.dice_std}, {"ms_per_slice", r.ms_per_slice}, {"dices", r.dices}});
   write_file_atomic(out_dir + "/metrics.json", Json{{"options", result.options}, {"rows", rows}}.dump(1));
   std::ostringstream md;
   md << "# Decoder ablation\n\nMasks of " << result.options["slices"].get<int64_t>()
@@ -119,6 +119,26 @@ std::string write_decoder_report(const DecoderAblationResult& result, const std:
     std::snprintf(line, sizeof line, "| %d | %s | %.2f ± %.2f | %.1f |\n", r.ddim_steps, r.hint ? "on" : "off",
                   100 * r.dice_mean, 100 * r.dice_std, r.ms_per_slice);
     md << line;
+  }
+  // Paired over the same slices and noise: on - off per step count.
+  bool header = false;
+  for (const auto& on : result.rows) {
+    if (!on.hint) continue;
+    for (const auto& off : result.rows) {
+      if (off.hint || off.ddim_steps != on.ddim_steps || off.dices.size() != on.dices.size() || on.dices.size() < 2)
+        continue;
+      const size_t n = on.dices.size();
+      double mean = 0, var = 0;
+      for (size_t i = 0; i < n; ++i) mean += (on.dices[i] - off.dices[i]) / n;
+      for (size_t i = 0; i < n; ++i) var += std::pow(on.dices[i] - off.dices[i] - mean, 2) / (n - 1);
+      if (!header) {
+        md << "\nHint on minus off, paired over the same slices and noise (Dice points, ± standard error):\n\n"
+           << "| DDIM steps | on - off |\n|---|---|\n";
+        header = true;
+      }
+      std::snprintf(line, sizeof line, "| %d | %+.2f ± %.2f |\n", on.ddim_steps, 100 * mean, 100 * std::sqrt(var / n));
+      md << line;
+    }
   }
   write_file_atomic(out_dir + "/report.md", md.str());
   return md.str();

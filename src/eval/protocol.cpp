@@ -110,9 +110,11 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
                     {"queries", queries}, {"corpus", corpus.root()},
                     {"memory", memory ? o.memory : std::string()}, {"memory_examples", memory ? o.memory_examples : 0},
                     {"memory_top_up", memory && o.memory_top_up}, {"refine_examples", o.refine_examples},
-                    {"postprocess", o.postprocess}};
+                    {"postprocess", o.postprocess}, {"memory_choice", memory ? o.memory_choice : std::string()}};
   std::string post_label;
   for (const auto& step : o.postprocess) post_label += "+" + step;
+  if (o.memory_choice != "spread" && o.memory_choice != "similar")
+    SEGICL_THROW(UsageError, "unknown memory choice '" + o.memory_choice + "'", "", "use spread or similar");
   if (!o.postprocess.empty()) {  // an unknown step fails now, not after the first volume
     io::LabelMap probe;
     infer::postprocess(probe, o.postprocess);
@@ -240,15 +242,19 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
               if (x == 0 && model->config().needs_examples()) continue;
               torch::Tensor context_images = images, context_masks = masks;
               const int recall = x == 0 ? o.memory_examples : o.memory_top_up ? o.memory_examples - x : 0;
+              std::vector<torch::Tensor> query_planes;
+              for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
               if (memory && !instruction.empty() && recall > 0) {
-                auto recalled = memory->recall(instruction, recall, rng());
+                // rng() is drawn either way, so the choice does not shift later draws.
+                const uint64_t recall_seed = rng();
+                auto recalled = o.memory_choice == "similar"
+                                    ? memory->recall_similar(instruction, recall, torch::stack(query_planes))
+                                    : memory->recall(instruction, recall, recall_seed);
                 if (recalled.count() > 0) {  // nothing matched: the examples (or the text) alone
                   context_images = x ? torch::cat({images, recalled.images}) : recalled.images;
                   context_masks = x ? torch::cat({masks, recalled.masks}) : recalled.masks;
                 }
               }
-              std::vector<torch::Tensor> query_planes;
-              for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
               auto predict = [&](const torch::Tensor& ctx_images, const torch::Tensor& ctx_masks) {
                 auto context = model->encode_context(ctx_images, ctx_masks, instruction);
                 std::vector<torch::Tensor> outputs;

@@ -50,6 +50,8 @@ void check_options(const SegmentOptions& o) {
   if (!(o.threshold >= 0.0 && o.threshold <= 1.0)) bad("threshold must be in [0, 1]");
   for (const auto& step : o.postprocess)
     if (step != "largest-cc" && step != "fill-holes") bad("unknown post-processing step '" + step + "' (use largest-cc, fill-holes)");
+  if (o.memory_choice != "spread" && o.memory_choice != "similar")
+    bad("unknown memory choice '" + o.memory_choice + "' (use spread or similar)");
 }
 
 void check_volume(const io::Volume& v, const std::string& what) {
@@ -195,6 +197,7 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
       }
     }
     prepared.clear();
+    auto volume = data::prepare(query, nullptr, options.modality, prep);
     torch::Tensor images, masks;
     std::vector<std::string> recalled_tasks;
     // Text without examples (or, with memory_top_up, fewer pairs than memory_examples): recalled
@@ -203,7 +206,15 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
         std::min<int64_t>(options.memory_examples, config.max_context()) - static_cast<int64_t>(context_images.size());
     const bool recall = context_images.empty() || options.memory_top_up;
     if (!text.empty() && state_->memory && recall && wanted_from_memory > 0) {
-      auto recalled = state_->memory->recall(text, static_cast<int>(wanted_from_memory), options.seed);
+      data::Recalled recalled;
+      if (options.memory_choice == "similar") {
+        // The query's planes as the model will see them; 16 spread ones are enough for a layout.
+        std::vector<torch::Tensor> planes;
+        for (int64_t s : data::spread_ranks(volume.num_slices(), 16)) planes.push_back(data::image_plane(volume, s, resolution));
+        recalled = state_->memory->recall_similar(text, static_cast<int>(wanted_from_memory), torch::stack(planes));
+      } else {
+        recalled = state_->memory->recall(text, static_cast<int>(wanted_from_memory), options.seed);
+      }
       if (recalled.count() > 0) {
         for (int64_t i = 0; i < recalled.count(); ++i) {
           context_images.push_back(recalled.images[i]);
@@ -236,7 +247,6 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
     const auto context = model.encode_context(images, masks, text);
 
     // ---- query: all slices through the model in batches -------------------------------------
-    auto volume = data::prepare(query, nullptr, options.modality, prep);
     const int64_t slices = volume.num_slices();
     std::vector<torch::Tensor> probability, variance;
     models::SegmentOptions model_options;

@@ -21,7 +21,7 @@ const std::set<std::string>& file_fields() {
 const std::vector<std::string>& option_names() {
   static const std::vector<std::string> names{
       "text",     "threshold",          "steps",   "samples", "seed", "label", "format", "post",
-      "modality", "slices_per_example", "memory_examples", "include", "response"};
+      "modality", "slices_per_example", "memory_examples", "memory_choice", "include", "response"};
   return names;
 }
 
@@ -287,6 +287,9 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
   o.slices_per_example =
       static_cast<int>(settings.number("slices_per_example", o.slices_per_example, 1, 64, true));
   o.memory_examples = static_cast<int>(settings.number("memory_examples", o.memory_examples, 0, 64, true));
+  o.memory_choice = lower(settings.text("memory_choice", o.memory_choice));
+  if (o.memory_choice != "spread" && o.memory_choice != "similar")
+    bad(400, "unknown memory_choice '" + o.memory_choice + "'", "memory_choice", "use spread or similar");
   req.label = static_cast<int>(settings.number("label", -1, -1, 65535, true));
   o.modality = settings.text("modality", "");
   o.postprocess = settings.list("post", {});

@@ -1,5 +1,6 @@
 // Exemplar memory: instruction words, which tasks an instruction names (most specific wins), which
-// slices a memory keeps, seeded recall spread over patients, and the files it refuses.
+// slices a memory keeps, seeded recall spread over patients, similarity-ranked recall, and the
+// files it refuses.
 #include "segicl/data/exemplar_memory.h"
 
 #include <gtest/gtest.h>
@@ -168,6 +169,89 @@ TEST_F(Memory, RecallStopsAtWhatTheMemoryHoldsAndGivesNothingForAnUnknownStructu
   EXPECT_FALSE(none.images.defined());
   EXPECT_TRUE(none.tasks.empty());
   EXPECT_EQ(memory->recall("liver", 0, 0).count(), 0);
+}
+
+TEST_F(Memory, SimilarRecallPicksThePatientsWhoseLayoutIsClosestToTheQuery) {
+  // Patient p's images: a bright block 8 columns wide starting at column 4 + 6p (same brightness
+  // otherwise for all), so the layout alone tells the patients apart.
+  PackOptions options;
+  options.preprocess.resolution = 32;
+  options.preprocess.empty_slice_fraction = 1.0;
+  PackWriter writer(PackPurpose::kTrain, options);
+  auto d = toy_dataset();
+  auto block = [](int p) {
+    auto image = torch::full({1, 32, 32}, 0.2);
+    image.slice(2, 4 + 6 * p, 12 + 6 * p).fill_(0.9);
+    return image;
+  };
+  for (int p = 0; p < 4; ++p) {
+    auto v = toy_volume(p);
+    v.image = block(p).unsqueeze(1).expand({1, 8, 32, 32}).clone();
+    writer.add_case(d, d.cases[p], v);
+  }
+  const auto pack_path = (dir_ / "layout.pack").string();
+  writer.write(pack_path);
+  const auto path = (dir_ / "layout.memory").string();
+  MemoryOptions memory_options;
+  memory_options.slices_per_group = 3;
+  ExemplarMemory::build(*Pack::open(pack_path), path, memory_options);
+  auto memory = ExemplarMemory::open(path);
+  auto group_of = [&](const torch::Tensor& image) {
+    for (int p = 0; p < 4; ++p)
+      if (torch::allclose(image, block(p), 0, 0.01)) return p;
+    return -1;
+  };
+  // A query volume of two planes, both patient 2's layout (slightly darker).
+  auto query = torch::stack({block(2) * 0.9, block(2) * 0.8});
+  auto one = memory->recall_similar("segment the liver", 1, query);
+  ASSERT_EQ(one.count(), 1);
+  EXPECT_EQ(group_of(one.images[0]), 2);
+  EXPECT_EQ(one.tasks, (std::vector<std::string>{"toy_ct/liver"}));
+  // One slice per patient, nearest layouts first: 2, then its neighbours 1 and 3, then 0.
+  auto all = memory->recall_similar("segment the liver", 10, query);
+  ASSERT_EQ(all.count(), 4);
+  std::vector<int> order;
+  for (int i = 0; i < 4; ++i) order.push_back(group_of(all.images[i]));
+  EXPECT_EQ(order[0], 2);
+  EXPECT_EQ(std::set<int>(order.begin() + 1, order.begin() + 3), (std::set<int>{1, 3}));
+  EXPECT_EQ(order[3], 0);
+  EXPECT_TRUE(torch::equal(all.images, memory->recall_similar("segment the liver", 10, query).images));
+  EXPECT_EQ(memory->recall_similar("segment the optic disc", 3, query).count(), 0);
+  EXPECT_THROW(memory->recall_similar("liver", 1, torch::zeros({1, 1, 16, 16})), ShapeError);
+  EXPECT_THROW(memory->recall_similar("liver", 1, torch::zeros({1, 32, 32})), ShapeError);
+}
+
+TEST_F(Memory, SimilarRecallTakesEveryMatchedDatasetInTurn) {
+  // Two datasets hold "liver": toy_ct's images are all like the query, toy_mr's all unlike it.
+  // Two pairs must come one from each, not both from the closer dataset.
+  PackOptions options;
+  options.preprocess.resolution = 32;
+  options.preprocess.empty_slice_fraction = 1.0;
+  PackWriter writer(PackPurpose::kTrain, options);
+  auto like = torch::full({1, 32, 32}, 0.2);
+  like.slice(2, 0, 10).fill_(0.9);
+  auto unlike = torch::full({1, 32, 32}, 0.2);
+  unlike.slice(1, 20, 32).fill_(0.9);
+  for (const std::string name : {"toy_ct", "toy_mr"}) {
+    auto d = toy_dataset();
+    d.name = name;
+    d.tasks = {{name + "/liver", "liver", {1}}};
+    for (int p = 0; p < 3; ++p) {
+      auto v = toy_volume(p);
+      v.image = (name == "toy_ct" ? like : unlike).unsqueeze(1).expand({1, 8, 32, 32}).clone();
+      writer.add_case(d, d.cases[p], v);
+    }
+  }
+  const auto pack_path = (dir_ / "two.pack").string();
+  writer.write(pack_path);
+  const auto path = (dir_ / "two.memory").string();
+  ExemplarMemory::build(*Pack::open(pack_path), path);
+  auto memory = ExemplarMemory::open(path);
+  auto two = memory->recall_similar("segment the liver", 2, like.unsqueeze(0));
+  ASSERT_EQ(two.count(), 2);
+  EXPECT_TRUE(torch::allclose(two.images[0], like, 0, 0.01)) << "the closer dataset goes first";
+  EXPECT_TRUE(torch::allclose(two.images[1], unlike, 0, 0.01)) << "then the other dataset";
+  EXPECT_EQ(two.tasks, (std::vector<std::string>{"toy_ct/liver", "toy_mr/liver"}));
 }
 
 TEST_F(Memory, OnlyATrainPackIsAMemory) {

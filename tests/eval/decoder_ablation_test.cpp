@@ -51,6 +51,9 @@ TEST(DecoderAblation, OneRowPerHintAndStepCountOnTheSameSlicesAndNoise) {
   for (size_t i = 0; i < first.rows.size(); ++i) EXPECT_DOUBLE_EQ(again.rows[i].dice_mean, first.rows[i].dice_mean);
   auto md = write_decoder_report(first, (dir / "report").string());
   EXPECT_NE(md.find("| 3 | off |"), std::string::npos) << md;
+  // A random-init hint branch is zero-initialised: on and off decode alike, a paired difference of 0.
+  EXPECT_EQ(first.rows[0].dices.size(), 5u);
+  EXPECT_NE(md.find("| 1 | +0.00 ± 0.00 |"), std::string::npos) << md;
   EXPECT_TRUE(fs::exists(dir / "report" / "metrics.json"));
   fs::remove_all(dir);
 }

@@ -269,6 +269,20 @@ TEST(Segmenter, TextOnlyRecallsExamplesOfTheNamedStructureFromTheMemory) {
   EXPECT_EQ(segmenter.segment(query, one_pair, "", options).num_context, 1);  // no text, nothing to recall
 }
 
+TEST(Segmenter, SimilarMemoryChoiceRecallsByTheQuerysLayout) {
+  const auto memory = write_liver_memory(32, "liver32.memory");
+  Segmenter segmenter(tiny_checkpoint(), c10::Device(c10::kCPU), memory);
+  auto [query, unused] = blob_volume({16, 20, 5}, oblique_geometry());
+  auto options = fast();
+  options.memory_choice = "similar";
+  auto similar = segmenter.segment(query, {}, "segment the liver", options);
+  EXPECT_EQ(similar.num_context, 3);
+  EXPECT_EQ(similar.recalled_tasks, (std::vector<std::string>{"toy_ct/liver"}));
+  EXPECT_EQ(similar.mask.size, query.size);
+  options.memory_choice = "nearest";
+  EXPECT_THROW(segmenter.segment(query, {}, "segment the liver", options), UsageError);
+}
+
 TEST(Segmenter, FindsTheMemoryBesideItsCheckpointAndRefusesOneOfTheWrongResolution) {
   const auto dir = temp_dir() / "beside";
   std::filesystem::create_directories(dir);

@@ -61,12 +61,14 @@ TEST(ParseSegmentRequest, ExamplePairsKeepTheirOrderAndIndexedFieldNames) {
 TEST(ParseSegmentRequest, OptionsComeFromFieldsJsonAndUrl) {
   auto req = parse_segment_request(
       {file("image", "q.nii"), field("threshold", "0.25"),
-       field("options", R"({"steps": 3, "samples": 2, "post": ["largest-cc"], "memory_examples": 5})")},
+       field("options", R"({"steps": 3, "samples": 2, "post": ["largest-cc"], "memory_examples": 5,
+                             "memory_choice": "Similar"})")},
       Query{{"format", "png"}, {"label", "4"}, {"include", "probability,image"}});
   EXPECT_DOUBLE_EQ(req.options.threshold, 0.25);
   EXPECT_EQ(req.options.ddim_steps, 3);
   EXPECT_EQ(req.options.num_samples, 2);
   EXPECT_EQ(req.options.memory_examples, 5);
+  EXPECT_EQ(req.options.memory_choice, "similar");
   EXPECT_EQ(req.options.postprocess, std::vector<std::string>{"largest-cc"});
   EXPECT_EQ(req.format, MaskFormat::kPng);
   EXPECT_EQ(req.label, 4);
@@ -148,6 +150,7 @@ TEST(ParseSegmentRequest, UnknownRepeatedOrMalformedOptionsAre400) {
   EXPECT_EQ(refusal({file("image", "q.png"), field("options", "[1, 2]")}).field(), "options");
   EXPECT_EQ(refusal({file("image", "q.png"), field("format", "jpeg")}).field(), "format");
   EXPECT_EQ(refusal({file("image", "q.png"), field("post", "smooth")}).field(), "post");
+  EXPECT_EQ(refusal({file("image", "q.png"), field("memory_choice", "best")}).field(), "memory_choice");
   EXPECT_EQ(refusal({file("image", "q.png"), field("include", "everything")}).field(), "include");
   EXPECT_EQ(refusal({file("image", "q.png"), file("image", "r.png")}).field(), "image");
   EXPECT_EQ(refusal({file("image", "q.png"), file("attachment", "r.png")}).field(), "attachment");

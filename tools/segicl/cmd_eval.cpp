@@ -94,6 +94,10 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--memory-top-up", o.memory_top_up,
                   "Also fill the context of 0 < x < memory-examples up to memory-examples with recalled pairs")
       ->capture_default_str();
+  cmd->add_option("--memory-choice", o.memory_choice,
+                  "Which recalled pairs: spread (seeded, patients and datasets in turn) or similar (most like the query)")
+      ->check(CLI::IsMember({"spread", "similar"}))
+      ->capture_default_str();
   static std::string post;
   cmd->add_option("--post", post,
                   "Also score the model's masks after these post-processing steps (largest-cc, fill-holes), as extra "

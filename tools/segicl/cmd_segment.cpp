@@ -309,6 +309,10 @@ void register_segment(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str();
   cmd->add_flag("--memory-top-up", a.options.memory_top_up,
                 "Also top examples giving fewer than --memory-examples pairs up with recalled ones");
+  cmd->add_option("--memory-choice", a.options.memory_choice,
+                  "Recalled pairs: spread (seeded, patients and datasets in turn) or similar (layout closest to the query)")
+      ->check(CLI::IsMember({"spread", "similar"}))
+      ->capture_default_str();
   cmd->add_flag("--force", a.force, "Overwrite existing outputs");
   cmd->callback([&global] {
     start(global);

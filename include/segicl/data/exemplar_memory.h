@@ -55,6 +55,16 @@ class ExemplarMemory {
   // in turn (a pure function of instruction, count and seed); nothing when no task matches.
   Recalled recall(const std::string& instruction, int count, uint64_t seed) const;
 
+  // Up to `count` pairs for the instruction, the ones whose image looks most like the query:
+  // query_planes [N, C, R, R] at the memory's resolution (a volume's slices, or one 2D image); a
+  // stored slice scores the best cosine similarity of its image to any query plane, both
+  // average-pooled to 16 x 16 and centred, so body outline and layout count, not brightness.
+  // Matched tasks take turns (the one with the best slice first), each giving its best slice of a
+  // patient not yet used, so every matched dataset is represented before any gives a second.
+  // Deterministic (ties: pack order). Nothing when no task matches. ShapeError when the planes do
+  // not fit the memory.
+  Recalled recall_similar(const std::string& instruction, int count, const torch::Tensor& query_planes) const;
+
   // FormatError naming the memory file unless its slices are resolution^2 x channels (the model's).
   void require_fit(int64_t resolution, int64_t channels) const;
 

@@ -29,6 +29,7 @@ struct DecoderAblationRow {
   bool hint = true;
   double dice_mean = 0, dice_std = 0;  // over slices (per-slice Dice at 0.5)
   double ms_per_slice = 0;             // decoder wall time per slice (condition encoding excluded)
+  std::vector<double> dices;           // per slice, in the same slice order for every row
 };
 
 struct DecoderAblationResult {
@@ -42,8 +43,9 @@ struct DecoderAblationResult {
 DecoderAblationResult run_decoder_ablation(models::SegICLModelImpl& model, const data::Pack& pack,
                                            const DecoderAblationOptions& options);
 
-// Writes metrics.json and report.md (one table: steps x hint, Dice % mean ± std, ms per slice)
-// into `out_dir`, atomically per file. Returns the Markdown text.
+// Writes metrics.json and report.md (one table: steps x hint, Dice % mean ± std, ms per slice;
+// where both hints ran, the paired difference on vs off per step count with its standard error
+// over slices) into `out_dir`, atomically per file. Returns the Markdown text.
 std::string write_decoder_report(const DecoderAblationResult& result, const std::string& out_dir);
 
 }  // namespace segicl::eval
