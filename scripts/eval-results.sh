@@ -4,8 +4,9 @@
 # report folder (metrics.json with every per-case row, report.md); RESULTS.md's tables come from
 # scripts/results-table.py over those folders and its figures from scripts/plot-results.py.
 # Cost on the 2-core machine (two runs side by side, 1 thread each): ~40 min for CHAOS.
-# Runs made before the exemplar memory (session 9) carry `--memory none`, which is what they ran.
-# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|ablation|memory-ablation|unet|all]
+# Runs made before the exemplar memory (session 9) carry `--memory none`, and memory runs made
+# before the similarity choice became the default (session 10) `--memory-choice spread`: what they ran.
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|ablation|memory-ablation|similar|post|decoder|unet|all]
 set -euo pipefail
 build=${1:-build}
 what=${2:-all}
@@ -29,9 +30,9 @@ if [[ $what == chaos || $what == all ]]; then
   # x = 1 and 3 are the rows of the command (default: no top-up)
   # `segicl eval --model models/segicl-crossconv.pt --dataset chaos_mr_t2 --examples 0,1,3 --draws 5`.
   spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0 --draws 5 \
-    --memory-examples 3 --methods segicl -o reports/chaos_memory_x0
+    --memory-examples 3 --memory-choice spread --methods segicl -o reports/chaos_memory_x0
   spawn $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 1 --draws 5 \
-    --memory-examples 3 --memory-top-up true --methods segicl -o reports/chaos_memory_x1
+    --memory-examples 3 --memory-top-up true --memory-choice spread --methods segicl -o reports/chaos_memory_x1
   # The UniverSeg-architecture baseline costs ~4x more per slice: first 10 patients, 2 draws (the
   # same queries and example draws as ours; compare with results-table.py --same-cases-as).
   spawn $bin eval --model $universeg --label universeg --methods segicl --dataset chaos_mr_t2 --examples 1,3 \
@@ -46,7 +47,7 @@ if [[ $what == btcv || $what == all ]]; then
   # With the exemplar memory: text only (x = 0) and x = 1 topped up to 3 pairs, same 3 patients.
   $bin eval --model $ours --label segicl-crossconv --dataset btcv_ct \
     --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 0,1 --draws 2 --cases 3 \
-    --memory-examples 3 --memory-top-up true --methods segicl -o reports/btcv_memory > /dev/null
+    --memory-examples 3 --memory-top-up true --memory-choice spread --methods segicl -o reports/btcv_memory > /dev/null
   # The UniverSeg-architecture baseline on the same 3 patients, first draw only (4x the cost).
   $bin eval --model $universeg --label universeg --methods segicl --dataset btcv_ct \
     --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 1 --cases 3 \
@@ -65,7 +66,7 @@ if [[ $what == medscribble || $what == all ]]; then
   # With the exemplar memory: x = 0 recalls 3 pairs, x = 1 and 2 are topped up to 3 (the option
   # that RESULTS.md found harmful here), x = 3 is unchanged. ~3 min.
   $bin eval --model $ours --label segicl-crossconv --dataset medscribble --examples 0,1,2,3 --draws 5 \
-    --memory-examples 3 --memory-top-up true --methods segicl -o reports/medscribble_memory > /dev/null
+    --memory-examples 3 --memory-top-up true --memory-choice spread --methods segicl -o reports/medscribble_memory > /dev/null
 fi
 if [[ $what == fundus || $what == all ]]; then
   # Fig. 5 style, OOD modality (fundus photographs, never trained on): vessels (DRIVE, CHASE_DB1),
@@ -90,18 +91,56 @@ if [[ $what == memory-ablation || $what == all ]]; then
   # The exemplar memory on CHAOS, first 4 patients x 2 draws: recalled pairs at x = 0 (3, 5, 8),
   # topping x = 1 and 3 up to 5, and a second pass with the query's 2 most confident planes
   # (self-prompting). Compare with results-table.py --same-cases-as one of these folders.
-  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-examples 3 \
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-choice spread --memory-examples 3 \
     -o reports/ablation_chaos_memory_k3
-  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-examples 5 \
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-choice spread --memory-examples 5 \
     -o reports/ablation_chaos_memory_k5
   finish
-  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-examples 8 \
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 2 --cases 4 --memory-choice spread --memory-examples 8 \
     --methods segicl -o reports/ablation_chaos_memory_k8
-  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 1,3 --draws 2 --cases 4 --memory-examples 5 \
+  spawn $bin eval --model $ours --dataset chaos_mr_t2 --examples 1,3 --draws 2 --cases 4 --memory-choice spread --memory-examples 5 \
     --memory-top-up true --methods segicl -o reports/ablation_chaos_memory_topup5
   finish
-  $bin eval --model $ours --dataset chaos_mr_t2 --examples 0,1 --draws 2 --cases 4 --memory-examples 3 \
+  $bin eval --model $ours --dataset chaos_mr_t2 --examples 0,1 --draws 2 --cases 4 --memory-choice spread --memory-examples 3 \
     --refine-examples 2 --methods segicl -o reports/ablation_chaos_memory_k3_own2 > /dev/null
+fi
+if [[ $what == similar || $what == all ]]; then
+  # Session 10: recalled pairs chosen by layout similarity to the query (--memory-choice similar).
+  # Its recall does not depend on the draw, so x = 0 needs one draw (5 would repeat it). These
+  # runs used 2 threads (`segicl --threads 2`); thread count can move the last digits.
+  b2="$build/bin/segicl --threads 2"
+  $b2 eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0 --draws 1 --methods segicl \
+    --memory-choice similar -o reports/chaos_memory_similar_x0 > /dev/null
+  $b2 eval --model $ours --label segicl-crossconv --dataset btcv_ct \
+    --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 0 --draws 1 --cases 3 --methods segicl \
+    --memory-choice similar -o reports/btcv_memory_similar > /dev/null
+  $b2 eval --model $ours --label segicl-crossconv --dataset medscribble --examples 0,1 --draws 5 --methods segicl \
+    --memory-choice similar --memory-top-up true -o reports/medscribble_memory_similar > /dev/null
+fi
+if [[ $what == post || $what == all ]]; then
+  # Session 10: 3D largest-connected-component post-processing scored beside the raw masks of the
+  # same predictions (first 4 CHAOS patients x 2 draws, 2 threads, no HD95).
+  $build/bin/segicl --threads 2 eval --model models/segicl-crossconv.pt --dataset chaos_mr_t2 --examples 0,1,3 \
+    --draws 2 --cases 4 --methods segicl --memory-choice spread --post largest-cc --hd95 false -o reports/ablation_chaos_largest_cc > /dev/null
+fi
+if [[ $what == decoder || $what == all ]]; then
+  # Session 10: the decoder ablations (DDIM steps, query-image hint) on the paper
+  # architecture: true masks of 256 val-pack slices -> condition tokens -> DDIM -> mask. The shipped
+  # segicl-cpu.pt, and two matched 500-step stage-1 runs with and without the hint (~6 min each,
+  # side by side on 1 thread each). Needs runs/train128.pack and runs/val128.pack (`segicl pack`).
+  $build/bin/segicl --threads 2 model decoder models/segicl-cpu.pt --pack runs/val128.pack --slices 256 \
+    -o reports/ablation_decoder_shipped > /dev/null
+  for hint in hint nohint; do
+    preset=cpu; [[ $hint == nohint ]] && preset=configs/model/cpu-nohint.json
+    spawn $build/bin/segicl --threads 1 train --stage 1 --preset $preset --pack runs/train128.pack \
+      --val-pack runs/val128.pack -o runs/abl-s1-$hint --steps 500 --batch-size 8 --lr 1e-3 --warmup 50 \
+      --val-every 250 --checkpoint-every 250 --seed 0
+  done
+  finish
+  $build/bin/segicl --threads 2 model decoder runs/abl-s1-hint/checkpoint.pt --pack runs/val128.pack --slices 256 \
+    -o reports/ablation_decoder_s1_hint > /dev/null
+  $build/bin/segicl --threads 2 model decoder runs/abl-s1-nohint/checkpoint.pt --pack runs/val128.pack \
+    --slices 256 --hints off -o reports/ablation_decoder_s1_nohint > /dev/null
 fi
 if [[ $what == unet || $what == all ]]; then
   # Baseline 3 (supervised upper bound): a 2D U-Net (4 levels, 16 base features) trained inside

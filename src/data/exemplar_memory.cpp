@@ -251,21 +251,29 @@ Recalled ExemplarMemory::recall_similar(const std::string& instruction, int coun
   }
   std::stable_sort(queues.begin(), queues.end(),
                    [&](const auto& a, const auto& b) { return score[a.front()] > score[b.front()]; });
+  // Round `limit`: a patient may give its limit-th slice only once every patient that could has
+  // given limit - 1 (as recall() does), so `count` above the number of patients still fills up.
   std::vector<std::pair<int32_t, const PackTask*>> picked;
-  std::set<int32_t> patients;
-  std::vector<size_t> next(queues.size(), 0);
-  for (bool progress = true; progress && static_cast<int>(picked.size()) < count;) {
-    progress = false;
-    for (size_t q = 0; q < queues.size() && static_cast<int>(picked.size()) < count; ++q) {
-      while (next[q] < queues[q].size()) {
-        const auto& candidate = candidates[queues[q][next[q]++]];
-        if (patients.insert(pack_->slice_group()[candidate.first]).second) {
-          picked.push_back(candidate);
-          progress = true;
+  std::vector<bool> taken(candidates.size(), false);
+  std::map<int32_t, int> uses;  // patient -> slices given
+  for (int limit = 1; static_cast<int>(picked.size()) < count; ++limit) {
+    bool any = false;
+    for (bool progress = true; progress && static_cast<int>(picked.size()) < count;) {
+      progress = false;
+      for (const auto& queue : queues) {
+        if (static_cast<int>(picked.size()) >= count) break;
+        for (int64_t i : queue) {
+          const int32_t patient = pack_->slice_group()[candidates[i].first];
+          if (taken[i] || uses[patient] >= limit) continue;
+          taken[i] = true;
+          ++uses[patient];
+          picked.push_back(candidates[i]);
+          progress = any = true;
           break;
         }
       }
     }
+    if (!any) break;  // every candidate taken
   }
   pairs_of(*pack_, picked, out);
   return out;

@@ -208,9 +208,9 @@ SegmentResult Segmenter::segment(const io::Volume& query, const std::vector<Exam
     if (!text.empty() && state_->memory && recall && wanted_from_memory > 0) {
       data::Recalled recalled;
       if (options.memory_choice == "similar") {
-        // The query's planes as the model will see them; 16 spread ones are enough for a layout.
+        // Every query plane as the model will see it (as `segicl eval` does, so its numbers hold).
         std::vector<torch::Tensor> planes;
-        for (int64_t s : data::spread_ranks(volume.num_slices(), 16)) planes.push_back(data::image_plane(volume, s, resolution));
+        for (int64_t s = 0; s < volume.num_slices(); ++s) planes.push_back(data::image_plane(volume, s, resolution));
         recalled = state_->memory->recall_similar(text, static_cast<int>(wanted_from_memory), torch::stack(planes));
       } else {
         recalled = state_->memory->recall(text, static_cast<int>(wanted_from_memory), options.seed);

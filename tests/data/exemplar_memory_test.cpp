@@ -208,14 +208,24 @@ TEST_F(Memory, SimilarRecallPicksThePatientsWhoseLayoutIsClosestToTheQuery) {
   EXPECT_EQ(group_of(one.images[0]), 2);
   EXPECT_EQ(one.tasks, (std::vector<std::string>{"toy_ct/liver"}));
   // One slice per patient, nearest layouts first: 2, then its neighbours 1 and 3, then 0.
-  auto all = memory->recall_similar("segment the liver", 10, query);
+  auto all = memory->recall_similar("segment the liver", 4, query);
   ASSERT_EQ(all.count(), 4);
   std::vector<int> order;
   for (int i = 0; i < 4; ++i) order.push_back(group_of(all.images[i]));
   EXPECT_EQ(order[0], 2);
   EXPECT_EQ(std::set<int>(order.begin() + 1, order.begin() + 3), (std::set<int>{1, 3}));
   EXPECT_EQ(order[3], 0);
-  EXPECT_TRUE(torch::equal(all.images, memory->recall_similar("segment the liver", 10, query).images));
+  EXPECT_TRUE(torch::equal(all.images, memory->recall_similar("segment the liver", 4, query).images));
+  // More than the patients: a second slice of each (patient 2's first) before any third; at most
+  // every liver slice the memory holds (the kidney tasks' slices show liver too).
+  auto six = memory->recall_similar("segment the liver", 6, query);
+  ASSERT_EQ(six.count(), 6);
+  EXPECT_EQ(group_of(six.images[4]), 2);
+  size_t liver_slices = 0;
+  for (const auto& task : memory->pack().tasks())
+    if (task.structure == "liver") liver_slices = task.positives.size();
+  EXPECT_GT(liver_slices, 4u);
+  EXPECT_EQ(memory->recall_similar("segment the liver", 50, query).count(), static_cast<int64_t>(liver_slices));
   EXPECT_EQ(memory->recall_similar("segment the optic disc", 3, query).count(), 0);
   EXPECT_THROW(memory->recall_similar("liver", 1, torch::zeros({1, 1, 16, 16})), ShapeError);
   EXPECT_THROW(memory->recall_similar("liver", 1, torch::zeros({1, 32, 32})), ShapeError);

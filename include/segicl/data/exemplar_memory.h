@@ -60,8 +60,9 @@ class ExemplarMemory {
   // stored slice scores the best cosine similarity of its image to any query plane, both
   // average-pooled to 16 x 16 and centred, so body outline and layout count, not brightness.
   // Matched tasks take turns (the one with the best slice first), each giving its best slice of a
-  // patient not yet used, so every matched dataset is represented before any gives a second.
-  // Deterministic (ties: pack order). Nothing when no task matches. ShapeError when the planes do
+  // patient not yet used, so every matched dataset is represented before any gives a second; a
+  // patient gives a second slice only when no unused patient is left. Deterministic (ties: pack
+  // order). Nothing when no task matches. ShapeError when the planes do
   // not fit the memory.
   Recalled recall_similar(const std::string& instruction, int count, const torch::Tensor& query_planes) const;
 

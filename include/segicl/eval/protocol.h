@@ -41,9 +41,10 @@ struct ProtocolOptions {
   std::string memory;
   int memory_examples = 3;
   bool memory_top_up = false;  // x < memory_examples: add memory_examples - x recalled pairs too
-  // "spread": seeded, patients and datasets in turn (ExemplarMemory::recall); "similar": the
-  // stored slices most like the query's planes (recall_similar), the same for every draw.
-  std::string memory_choice = "spread";
+  // "similar": the stored slices most like the query's planes (recall_similar), the same for
+  // every draw; "spread": seeded per draw, patients and datasets in turn (ExemplarMemory::recall;
+  // the default until session 10).
+  std::string memory_choice = "similar";
   // Self-prompting: after the first pass, this many of the query's most confident predicted planes
   // (data::confident_planes) join the context for a second pass (0: one pass).
   int refine_examples = 0;
