@@ -44,8 +44,9 @@ std::vector<std::pair<int32_t, std::vector<int32_t>>> positives_by_group(const P
   return groups;
 }
 
-// Context pairs of the picked (slice, task) entries into `out`.
+// Context pairs of the picked (slice, task) entries into `out` (left undefined when none).
 void pairs_of(const Pack& pack, const std::vector<std::pair<int32_t, const PackTask*>>& picked, Recalled& out) {
+  if (picked.empty()) return;
   std::vector<torch::Tensor> images, masks;
   for (const auto& [slice, task] : picked) {
     images.push_back(pack.images()[slice].to(torch::kFloat32) / 255.0);
