@@ -116,6 +116,9 @@ if [[ $what == similar || $what == all ]]; then
     --memory-choice similar -o reports/btcv_memory_similar > /dev/null
   $b2 eval --model $ours --label segicl-crossconv --dataset medscribble --examples 0,1 --draws 5 --methods segicl \
     --memory-choice similar --memory-top-up true -o reports/medscribble_memory_similar > /dev/null
+  # 8 similar pairs on the first 4 CHAOS patients (1 thread).
+  $bin eval --model $ours --dataset chaos_mr_t2 --examples 0 --draws 1 --cases 4 --memory-examples 8 \
+    --memory-choice similar --methods segicl -o reports/ablation_chaos_memory_similar_k8 > /dev/null
 fi
 if [[ $what == post || $what == all ]]; then
   # Session 10: 3D largest-connected-component post-processing scored beside the raw masks of the
