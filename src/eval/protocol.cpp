@@ -115,10 +115,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   for (const auto& step : o.postprocess) post_label += "+" + step;
   if (o.memory_choice != "spread" && o.memory_choice != "similar")
     SEGICL_THROW(UsageError, "unknown memory choice '" + o.memory_choice + "'", "", "use spread or similar");
-  if (!o.postprocess.empty()) {  // an unknown step fails now, not after the first volume
-    io::LabelMap probe;
-    infer::postprocess(probe, o.postprocess);
-  }
+  infer::check_postprocess_steps(o.postprocess);  // now, not after the first volume
   // Method "unet": one U-Net per patient fold, trained on every plane of the fold's support cases
   // (all tasks at once, one output channel each), predicts the fold's query cases up front.
   std::map<size_t, torch::Tensor> unet_planes;  // query case -> [N, T, R, R] probabilities

@@ -94,16 +94,18 @@ void fill_holes(io::LabelMap& mask, int axis) {
   }
 }
 
-void postprocess(io::LabelMap& mask, const std::vector<std::string>& steps, int axis) {
-  for (const auto& step : steps) {
-    if (step == "largest-cc") {
-      keep_largest_component(mask);
-    } else if (step == "fill-holes") {
-      fill_holes(mask, axis);
-    } else if (!step.empty()) {
+void check_postprocess_steps(const std::vector<std::string>& steps) {
+  for (const auto& step : steps)
+    if (!step.empty() && step != "largest-cc" && step != "fill-holes")
       SEGICL_THROW(UsageError, "unknown post-processing step '" + step + "'", "",
                    "use largest-cc and/or fill-holes (comma-separated)");
-    }
+}
+
+void postprocess(io::LabelMap& mask, const std::vector<std::string>& steps, int axis) {
+  check_postprocess_steps(steps);
+  for (const auto& step : steps) {
+    if (step == "largest-cc") keep_largest_component(mask);
+    if (step == "fill-holes") fill_holes(mask, axis);
   }
 }
 

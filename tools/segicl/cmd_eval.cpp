@@ -109,14 +109,7 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
     o.tasks = split_list(tasks);
     o.methods = split_list(methods);
     o.postprocess = split_list(post);
-    o.num_examples.clear();
-    for (const auto& x : split_list(examples)) {
-      try {
-        o.num_examples.push_back(std::stoi(x));
-      } catch (const std::exception&) {
-        SEGICL_THROW(UsageError, "--examples must be integers, got '" + x + "'", "", "e.g. --examples 0,1,3");
-      }
-    }
+    o.num_examples = split_ints(examples, "--examples", "e.g. --examples 0,1,3");
     auto corpus = data::Corpus::open(data::Corpus::locate(global.data_root));
     o.memory = model_path.empty() ? "" : data::resolve_memory_path(model_path, memory);
     models::LoadedCheckpoint loaded;

@@ -127,14 +127,7 @@ void register_model(CLI::App& app, GlobalOptions& global) {
   dec->add_option("-o,--out", decoder_out, "Report folder (metrics.json, report.md)")->required();
   dec->callback([&global] {
     start(global);
-    decoder_options.ddim_steps.clear();
-    for (const auto& s : split_list(decoder_steps)) {
-      try {
-        decoder_options.ddim_steps.push_back(std::stoi(s));
-      } catch (const std::exception&) {
-        SEGICL_THROW(UsageError, "--steps must be integers, got '" + s + "'", "", "e.g. --steps 1,4,10,25");
-      }
-    }
+    decoder_options.ddim_steps = split_ints(decoder_steps, "--steps", "e.g. --steps 1,4,10,25");
     decoder_options.hints.clear();
     for (const auto& h : split_list(decoder_hints)) {
       if (h != "on" && h != "off") SEGICL_THROW(UsageError, "--hints takes on and/or off, got '" + h + "'", "", "");

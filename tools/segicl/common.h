@@ -41,6 +41,10 @@ inline std::vector<std::string> split_list(const std::string& text) {
   return parts;
 }
 
+// Comma-separated integers of flag `option` ("0,1,3"); UsageError naming the flag and the item
+// that is not one, with `example` as the hint.
+std::vector<int> split_ints(const std::string& text, const std::string& option, const std::string& example);
+
 // Applies --threads/--log-level/--quiet and runs the BLAS check; called by every verb first.
 void start(const GlobalOptions& global);
 

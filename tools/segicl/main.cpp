@@ -15,6 +15,18 @@ void start(const GlobalOptions& global) {
   runtime::check_blas_speed();
 }
 
+std::vector<int> split_ints(const std::string& text, const std::string& option, const std::string& example) {
+  std::vector<int> values;
+  for (const auto& item : split_list(text)) {
+    try {
+      values.push_back(std::stoi(item));
+    } catch (const std::exception&) {
+      SEGICL_THROW(UsageError, option + " must be integers, got '" + item + "'", "", example);
+    }
+  }
+  return values;
+}
+
 #ifdef SEGICL_HAVE_SERVE
 void register_serve(CLI::App& app, GlobalOptions& global);  // cmd_serve.cpp, built with cpp-httplib
 #endif

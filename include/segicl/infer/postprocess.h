@@ -23,8 +23,12 @@ void keep_largest_component(io::LabelMap& mask);
 // UsageError for axis outside 0..2.
 void fill_holes(io::LabelMap& mask, int axis = 2);
 
+// UsageError naming the first step that is not "largest-cc" or "fill-holes", and the known ones;
+// lets a caller refuse a bad list before doing any work.
+void check_postprocess_steps(const std::vector<std::string>& steps);
+
 // Applies named steps in order: "largest-cc", "fill-holes" (in planes across `axis`). UsageError
-// naming the step and the known ones otherwise.
+// as check_postprocess_steps otherwise.
 void postprocess(io::LabelMap& mask, const std::vector<std::string>& steps, int axis = 2);
 
 // Number of non-zero voxels.
