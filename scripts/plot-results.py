@@ -7,7 +7,10 @@ reports (e.g. "atlas") are drawn once, from the first report that has them; a ru
 from an exemplar memory gets its own line (scripts/report_labels.py), a single point when it ran
 one x.
 
-usage: scripts/plot-results.py -o reports/chaos_dice_vs_k.png REPORT_DIR [REPORT_DIR ...]
+--metric dice_in_extent / mean_slice_dice draws the slice-restricted scores of 3D reports
+(metrics.json "summary_in_extent" / "summary_slices"; see scripts/results-table.py).
+
+usage: scripts/plot-results.py [--metric M] -o reports/chaos_dice_vs_k.png REPORT_DIR [REPORT_DIR ...]
 needs: Debian's python3-matplotlib (hence /usr/bin/python3, not a pyenv python)
 """
 import argparse
@@ -22,12 +25,16 @@ from report_labels import method_label
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# --metric -> the summary of metrics.json that holds it (written by `segicl eval`).
+SUMMARIES = {"dice": "summary", "dice_in_extent": "summary_in_extent", "mean_slice_dice": "summary_slices"}
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+", help="folders written by `segicl eval -o`")
     parser.add_argument("-o", "--out", required=True, help="PNG to write")
     parser.add_argument("--title", default="", help="figure title")
+    parser.add_argument("--metric", default="dice", choices=sorted(SUMMARIES), help="per-case score averaged")
     args = parser.parse_args()
 
     curves = {}  # (task, method) -> {x: (mean, std)}
@@ -35,7 +42,9 @@ def main():
         path = os.path.join(folder, "metrics.json")
         with open(path) as f:
             metrics = json.load(f)
-        summary, options = metrics["summary"], metrics["options"]
+        if SUMMARIES[args.metric] not in metrics:
+            sys.exit(f"{path}: no {SUMMARIES[args.metric]} (a 2D dataset, or made before that score existed)")
+        summary, options = metrics[SUMMARIES[args.metric]], metrics["options"]
         seen = set()
         for row in summary["per_task"]:
             key = (row["task"].split("/", 1)[-1], method_label(options, row["method"], row["num_examples"]))

@@ -13,7 +13,12 @@ are a pure function of seed, task, x, draw and case). A footer line per report s
 draws and run time, so every number is traceable to a run. Rows of a run that recalled from an
 exemplar memory are labelled for it (scripts/report_labels.py).
 
-usage: scripts/results-table.py [--columns liver,spleen] [--same-cases-as DIR] REPORT_DIR [...]
+--metric picks the per-case score: dice (whole volume, the default), dice_in_extent (within the
+structure's slice range, the SSL-ALPNet protocol) or mean_slice_dice (mean 2D Dice over the planes
+holding the structure, the paper's 2D setting); rows where it is null (no such plane) are left out.
+Reports made before these scores existed have none: re-run them.
+
+usage: scripts/results-table.py [--metric M] [--columns liver,spleen] [--same-cases-as DIR] REPORT_DIR [...]
 """
 import argparse
 import json
@@ -28,12 +33,17 @@ def load(folder):
         return json.load(f)
 
 
-def summarize(rows):
+METRICS = ("dice", "dice_in_extent", "mean_slice_dice")
+
+
+def summarize(rows, metric="dice"):
     """{(method, x): {task or 'mean': (mean, std, cases)}} from per-case rows."""
     groups = {}
     for r in rows:
+        if r.get(metric) is None:
+            continue
         key = (r["method"], r["num_examples"])
-        groups.setdefault(key, {}).setdefault(r["task"].split("/", 1)[-1], {}).setdefault(r["draw"], []).append(r["dice"])
+        groups.setdefault(key, {}).setdefault(r["task"].split("/", 1)[-1], {}).setdefault(r["draw"], []).append(r[metric])
     out = {}
     for key, tasks in groups.items():
         cells, per_draw = {}, {}
@@ -54,6 +64,7 @@ def main():
     parser.add_argument("reports", nargs="+")
     parser.add_argument("--columns", default="", help="comma-separated task structures, in order")
     parser.add_argument("--same-cases-as", default="", help="restrict to this report's (case, draw) pairs")
+    parser.add_argument("--metric", default="dice", choices=METRICS, help="per-case score to average")
     args = parser.parse_args()
 
     allowed = None
@@ -65,7 +76,10 @@ def main():
         metrics = load(folder)
         rows = [r for r in metrics["rows"] if allowed is None or (r["case"], r["draw"]) in allowed]
         rows = [dict(r, method=method_label(metrics["options"], r["method"], r["num_examples"])) for r in rows]
-        summary = summarize(rows)
+        if rows and all(args.metric not in r for r in rows):
+            raise SystemExit(f"{folder}: its rows have no '{args.metric}' (made before that score existed): "
+                             f"re-run it with `segicl eval`, or use --metric dice")
+        summary = summarize(rows, args.metric)
         for key in sorted(summary, key=lambda k: (k[0], k[1])):
             if key in cells:
                 continue

@@ -106,6 +106,16 @@ std::string memory_path_for(const std::string& checkpoint) {
   return base + ".memory";
 }
 
+const std::vector<std::string>& memory_choices() {
+  static const std::vector<std::string> names{"similar", "spread"};
+  return names;
+}
+
+bool is_memory_choice(const std::string& name) {
+  const auto& names = memory_choices();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
 std::string resolve_memory_path(const std::string& checkpoint, const std::string& choice) {
   if (choice == "none") return "";
   if (!choice.empty() && choice != "auto") return choice;

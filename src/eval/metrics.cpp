@@ -235,6 +235,35 @@ Overlap compare(const at::Tensor& pred, const at::Tensor& truth,
   return o;
 }
 
+SliceScores slice_scores(const at::Tensor& pred, const at::Tensor& truth, int64_t axis) {
+  check_masks(pred, truth);
+  const bool planar = pred.dim() == 2;
+  if (axis < 0 || axis >= (planar ? 1 : pred.dim()))
+    SEGICL_THROW(ShapeError, "slice axis " + std::to_string(axis) + " out of range for a " + std::to_string(pred.dim()) +
+                                 "D mask", "", "");
+  const at::Tensor a = planar ? binarize(pred).unsqueeze(0) : binarize(pred).movedim(axis, 0).contiguous();
+  const at::Tensor b = planar ? binarize(truth).unsqueeze(0) : binarize(truth).movedim(axis, 0).contiguous();
+  SliceScores out;
+  int64_t first = -1, last = -1;
+  double slice_dice_sum = 0;
+  for (int64_t s = 0; s < a.size(0); ++s) {
+    const Counts c = count(a[s], b[s]);
+    if (c.truth == 0) continue;
+    if (first < 0) first = s;
+    last = s;
+    ++out.slices_with_truth;
+    slice_dice_sum += dice_of(c);
+  }
+  if (out.slices_with_truth == 0) {
+    out.dice_in_extent = out.mean_slice_dice = std::numeric_limits<double>::quiet_NaN();
+    return out;
+  }
+  const int64_t length = last - first + 1;
+  out.dice_in_extent = dice_of(count(a.narrow(0, first, length).contiguous(), b.narrow(0, first, length).contiguous()));
+  out.mean_slice_dice = slice_dice_sum / static_cast<double>(out.slices_with_truth);
+  return out;
+}
+
 double dice(const at::Tensor& pred, const at::Tensor& truth) {
   check_masks(pred, truth);
   return dice_of(count(binarize(pred), binarize(truth)));

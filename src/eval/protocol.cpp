@@ -51,6 +51,40 @@ const char* kPaperChaos =
     "| paper: SSL-ALPNet | 76.10 | 72.18 | 85.18 | 81.92 | 78.84 |\n"
     "| paper: SSL-VQNet | 79.92 | 77.21 | 91.56 | 89.54 | 84.56 |\n";
 
+// One Markdown table of a summary: rows = method x examples, columns = tasks + mean, Dice % mean ±
+// std over draws.
+void write_table(std::ostringstream& md, const Json& summary, const std::vector<std::string>& tasks,
+                 const Json& options) {
+  md << "| method |";
+  for (const auto& t : tasks) md << " " << t.substr(t.find('/') + 1) << " |";
+  md << " mean |\n|---|";
+  for (size_t i = 0; i <= tasks.size(); ++i) md << "---|";
+  md << "\n";
+  std::map<std::pair<std::string, int>, std::map<std::string, std::pair<double, double>>> cells;
+  for (const auto& r : summary["per_task"])
+    cells[{r["method"], r["num_examples"]}][r["task"]] = {r["dice_mean"], r["dice_std_over_draws"]};
+  for (const auto& m : summary["mean_over_tasks"]) {
+    std::pair<std::string, int> key{m["method"], m["num_examples"]};
+    if (key.second == kSupervisedExamples)
+      md << "| " << options.at("unet").value("label", key.first) << " |";
+    else
+      md << "| " << key.first << " ICL-" << key.second << " |";
+    char cell[64];
+    for (const auto& t : tasks) {
+      auto it = cells[key].find(t);
+      if (it == cells[key].end()) {
+        md << " |";
+        continue;
+      }
+      std::snprintf(cell, sizeof cell, " %.2f ± %.2f |", 100 * it->second.first, 100 * it->second.second);
+      md << cell;
+    }
+    std::snprintf(cell, sizeof cell, " %.2f ± %.2f |\n", 100 * m["dice_mean"].get<double>(),
+                  100 * m["dice_std_over_draws"].get<double>());
+    md << cell;
+  }
+}
+
 }  // namespace
 
 ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl* model, const ProtocolOptions& o) {
@@ -79,6 +113,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   std::vector<LoadedCase> cases;
   std::vector<bool> is_query;
   int queries = 0;
+  int query_dims = 2;  // 3 when a query is a volume: the report adds the slice-restricted scores
   for (const auto& c : dataset->cases) {
     const bool query = c.split == data::Split::kTest && (o.max_cases == 0 || queries < o.max_cases);
     const bool support = dataset->role != data::Role::kTrain || c.split == data::Split::kTrain;
@@ -91,6 +126,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
     cases.push_back(std::move(loaded));
     is_query.push_back(query);
     queries += query;
+    if (query) query_dims = std::max(query_dims, cases.back().volume.dims);
   }
   logger->info("{}: {} query cases, {} cases loaded, {} tasks", o.dataset, queries, cases.size(), tasks.size());
   std::shared_ptr<const data::ExemplarMemory> memory;
@@ -107,14 +143,14 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   result.options = {{"dataset", o.dataset}, {"num_examples", o.num_examples}, {"draws", o.draws}, {"seed", o.seed},
                     {"max_cases", o.max_cases}, {"ddim_steps", o.ddim_steps}, {"num_samples", o.num_samples},
                     {"with_text", o.with_text}, {"methods", o.methods}, {"resolution", resolution},
-                    {"queries", queries}, {"corpus", corpus.root()},
+                    {"queries", queries}, {"query_dims", query_dims}, {"corpus", corpus.root()},
                     {"memory", memory ? o.memory : std::string()}, {"memory_examples", memory ? o.memory_examples : 0},
                     {"memory_top_up", memory && o.memory_top_up}, {"refine_examples", o.refine_examples},
                     {"postprocess", o.postprocess}, {"memory_choice", memory ? o.memory_choice : std::string()}};
   std::string post_label;
   for (const auto& step : o.postprocess) post_label += "+" + step;
-  if (o.memory_choice != "spread" && o.memory_choice != "similar")
-    SEGICL_THROW(UsageError, "unknown memory choice '" + o.memory_choice + "'", "", "use spread or similar");
+  if (!data::is_memory_choice(o.memory_choice))
+    SEGICL_THROW(UsageError, "unknown memory choice '" + o.memory_choice + "'", "", "use similar or spread");
   infer::check_postprocess_steps(o.postprocess);  // now, not after the first volume
   // Method "unet": one U-Net per patient fold, trained on every plane of the fold's support cases
   // (all tasks at once, one output channel each), predicts the fold's query cases up front.
@@ -203,6 +239,10 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
     }
     const std::string instruction = o.with_text ? "segment the " + task.structure : "";
     for (int x : o.num_examples) {
+      // Without examples the model's prediction depends on the draw only through a seeded memory
+      // recall; otherwise draw 0's planes are every draw's (same rows, 1/draws of the time).
+      const bool same_every_draw = x == 0 && !(memory && !instruction.empty() && o.memory_choice == "spread");
+      std::map<size_t, torch::Tensor> first_draw_planes;  // query case -> draw 0's planes
       for (int draw = 0; draw < o.draws; ++draw) {
         for (size_t q = 0; q < cases.size(); ++q) {
           if (!is_query[q] || !in_task(cases[q])) continue;
@@ -232,55 +272,68 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
           torch::Tensor masks = x ? torch::stack(ctx_masks) : torch::Tensor();
           const int64_t n = query.volume.num_slices();
           auto truth = torch::isin(query.source_labels, ids);
+          // The tensor dimension of the file's [Z, Y, X] grid that the model's planes cut across.
+          const int64_t plane_axis =
+              query.volume.dims == 3 ? 2 - query.volume.reorientation.source_axis[query.volume.through_axis] : 0;
+          // The model's planes [N, R, R] for this query, draw and x (examples, recall, refinement).
+          auto model_planes = [&]() {
+            torch::Tensor context_images = images, context_masks = masks;
+            const int recall = x == 0 ? o.memory_examples : o.memory_top_up ? o.memory_examples - x : 0;
+            std::vector<torch::Tensor> query_planes;
+            for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
+            if (memory && !instruction.empty() && recall > 0) {
+              // rng() is drawn either way, so the choice does not shift later draws.
+              const uint64_t recall_seed = rng();
+              auto recalled = o.memory_choice == "similar"
+                                  ? memory->recall_similar(instruction, recall, torch::stack(query_planes))
+                                  : memory->recall(instruction, recall, recall_seed);
+              if (recalled.count() > 0) {  // nothing matched: the examples (or the text) alone
+                context_images = x ? torch::cat({images, recalled.images}) : recalled.images;
+                context_masks = x ? torch::cat({masks, recalled.masks}) : recalled.masks;
+              }
+            }
+            auto predict = [&](const torch::Tensor& ctx_images, const torch::Tensor& ctx_masks) {
+              auto context = model->encode_context(ctx_images, ctx_masks, instruction);
+              std::vector<torch::Tensor> outputs;
+              for (int64_t begin = 0; begin < n; begin += o.batch_slices) {
+                std::vector<torch::Tensor> batch(query_planes.begin() + begin,
+                                                 query_planes.begin() + std::min(n, begin + o.batch_slices));
+                models::SegmentOptions so;
+                so.ddim_steps = o.ddim_steps;
+                so.num_samples = o.num_samples;
+                so.seed = derive_seed(o.seed, "eval-noise");
+                outputs.push_back(model->segment(context, torch::stack(batch), so).probability.squeeze(1).cpu());
+              }
+              return torch::cat(outputs);
+            };
+            auto planes = predict(context_images, context_masks);
+            // Self-prompting: the query's most confident planes, as predicted, join the context
+            // for a second pass (they carry the query's own modality and anatomy).
+            if (o.refine_examples > 0) {
+              const auto chosen = data::confident_planes(planes, o.refine_examples);
+              if (!chosen.empty()) {
+                std::vector<torch::Tensor> own_images, own_masks;
+                for (int64_t s : chosen) {
+                  own_images.push_back(query_planes[s]);
+                  own_masks.push_back((planes[s] > 0.5).to(torch::kFloat32).unsqueeze(0));
+                }
+                auto more_images = torch::stack(own_images), more_masks = torch::stack(own_masks);
+                planes = predict(context_images.defined() ? torch::cat({context_images, more_images}) : more_images,
+                                 context_masks.defined() ? torch::cat({context_masks, more_masks}) : more_masks);
+              }
+            }
+            return planes;
+          };
           for (const auto& method : o.methods) {
             torch::Tensor planes;  // [N, R, R] probabilities
             if (method == "segicl") {
               // The UniverSeg architecture has no k = 0 mode: no row rather than a failure.
               if (x == 0 && model->config().needs_examples()) continue;
-              torch::Tensor context_images = images, context_masks = masks;
-              const int recall = x == 0 ? o.memory_examples : o.memory_top_up ? o.memory_examples - x : 0;
-              std::vector<torch::Tensor> query_planes;
-              for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
-              if (memory && !instruction.empty() && recall > 0) {
-                // rng() is drawn either way, so the choice does not shift later draws.
-                const uint64_t recall_seed = rng();
-                auto recalled = o.memory_choice == "similar"
-                                    ? memory->recall_similar(instruction, recall, torch::stack(query_planes))
-                                    : memory->recall(instruction, recall, recall_seed);
-                if (recalled.count() > 0) {  // nothing matched: the examples (or the text) alone
-                  context_images = x ? torch::cat({images, recalled.images}) : recalled.images;
-                  context_masks = x ? torch::cat({masks, recalled.masks}) : recalled.masks;
-                }
-              }
-              auto predict = [&](const torch::Tensor& ctx_images, const torch::Tensor& ctx_masks) {
-                auto context = model->encode_context(ctx_images, ctx_masks, instruction);
-                std::vector<torch::Tensor> outputs;
-                for (int64_t begin = 0; begin < n; begin += o.batch_slices) {
-                  std::vector<torch::Tensor> batch(query_planes.begin() + begin,
-                                                   query_planes.begin() + std::min(n, begin + o.batch_slices));
-                  models::SegmentOptions so;
-                  so.ddim_steps = o.ddim_steps;
-                  so.num_samples = o.num_samples;
-                  so.seed = derive_seed(o.seed, "eval-noise");
-                  outputs.push_back(model->segment(context, torch::stack(batch), so).probability.squeeze(1).cpu());
-                }
-                return torch::cat(outputs);
-              };
-              planes = predict(context_images, context_masks);
-              // Self-prompting: the query's most confident planes, as predicted, join the context
-              // for a second pass (they carry the query's own modality and anatomy).
-              if (o.refine_examples > 0) {
-                const auto chosen = data::confident_planes(planes, o.refine_examples);
-                if (!chosen.empty()) {
-                  std::vector<torch::Tensor> own_images, own_masks;
-                  for (int64_t s : chosen) {
-                    own_images.push_back(query_planes[s]);
-                    own_masks.push_back((planes[s] > 0.5).to(torch::kFloat32).unsqueeze(0));
-                  }
-                  auto more_images = torch::stack(own_images), more_masks = torch::stack(own_masks);
-                  planes = predict(context_images.defined() ? torch::cat({context_images, more_images}) : more_images,
-                                   context_masks.defined() ? torch::cat({context_masks, more_masks}) : more_masks);
-                }
+              if (same_every_draw && draw > 0) {
+                planes = first_draw_planes.at(q);
+              } else {
+                planes = model_planes();
+                if (same_every_draw) first_draw_planes[q] = planes;
               }
             } else if (method == "atlas") {
               if (x == 0) continue;  // no examples, no atlas
@@ -303,6 +356,9 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
               } else {
                 row.dice = dice(predicted, truth);
               }
+              const auto restricted = slice_scores(predicted, truth, plane_axis);
+              row.dice_in_extent = restricted.dice_in_extent;
+              row.mean_slice_dice = restricted.mean_slice_dice;
               result.scores.push_back(row);
             };
             const std::string label = method == "segicl" ? o.model_label : method;
@@ -310,8 +366,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
             if (method == "segicl" && !o.postprocess.empty()) {
               // Same steps and slicing axis as the segmenter's, on the same grid.
               auto mask = data::to_label_map(grid, query.geometry, query.volume.dims, 0.5);
-              const int axis = query.volume.dims == 3 ? query.volume.reorientation.source_axis[query.volume.through_axis] : 2;
-              infer::postprocess(mask, o.postprocess, axis);
+              infer::postprocess(mask, o.postprocess, query.volume.dims == 3 ? 2 - static_cast<int>(plane_axis) : 2);
               std::vector<uint8_t> values(mask.labels.begin(), mask.labels.end());
               score(torch::from_blob(values.data(), truth.sizes(), torch::kUInt8).to(torch::kBool), label + post_label);
             }
@@ -325,10 +380,14 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   return result;
 }
 
-Json summarize(const ProtocolResult& result) {
+Json summarize(const ProtocolResult& result, Score score) {
+  auto value = [score](const CaseScore& r) {
+    return score == Score::kDiceInExtent ? r.dice_in_extent : score == Score::kMeanSliceDice ? r.mean_slice_dice : r.dice;
+  };
   // (task, method, x) -> draw -> dices
   std::map<std::tuple<std::string, std::string, int>, std::map<int, std::vector<double>>> groups;
-  for (const auto& r : result.scores) groups[{r.task, r.method, r.num_examples}][r.draw].push_back(r.dice);
+  for (const auto& r : result.scores)
+    if (!std::isnan(value(r))) groups[{r.task, r.method, r.num_examples}][r.draw].push_back(value(r));
   Json rows = Json::array();
   std::map<std::pair<std::string, int>, std::vector<std::vector<double>>> per_method;  // draw means per task
   for (const auto& [key, draws] : groups) {
@@ -372,8 +431,15 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
   for (const auto& r : result.scores)
     rows.push_back({{"task", r.task}, {"method", r.method}, {"case", r.case_id}, {"num_examples", r.num_examples},
                     {"draw", r.draw}, {"dice", r.dice}, {"hd95_mm", std::isfinite(r.hd95) ? Json(r.hd95) : Json("inf")},
-                    {"both_empty", r.both_empty}});
+                    {"both_empty", r.both_empty},
+                    // null: no plane of the case holds the structure
+                    {"dice_in_extent", std::isnan(r.dice_in_extent) ? Json() : Json(r.dice_in_extent)},
+                    {"mean_slice_dice", std::isnan(r.mean_slice_dice) ? Json() : Json(r.mean_slice_dice)}});
   Json metrics{{"options", result.options}, {"summary", summary}, {"rows", rows}, {"seconds", result.seconds}};
+  if (result.options.value("query_dims", 2) == 3) {
+    metrics["summary_in_extent"] = summarize(result, Score::kDiceInExtent);
+    metrics["summary_slices"] = summarize(result, Score::kMeanSliceDice);
+  }
   write_file_atomic(out_dir + "/metrics.json", metrics.dump(1));
 
   // Markdown: one table, rows = method x examples, columns = tasks + mean; Dice % mean ± std.
@@ -384,6 +450,7 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
   }
   std::ostringstream md;
   const std::string dataset = result.options["dataset"];
+  const bool volumes = result.options.value("query_dims", 2) == 3;
   md << "# Evaluation: " << dataset << "\n\n"
      << "Protocol (paper §4.2): x examples drawn at random from other patients' slices containing the structure, "
      << result.options["draws"].get<int>() << " independent draws, Dice per 3D volume (2D: per image) on the file's own "
@@ -392,33 +459,17 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
      << " cases. Decoder: " << result.options["ddim_steps"].get<int>() << " DDIM steps, "
      << result.options["num_samples"].get<int>() << " sample(s). Instruction: "
      << (result.options["with_text"].get<bool>() ? "\"segment the <structure>\"" : "none") << ". Time: "
-     << static_cast<int>(result.seconds) << " s.\n\n| method |";
-  for (const auto& t : tasks) md << " " << t.substr(t.find('/') + 1) << " |";
-  md << " mean |\n|---|";
-  for (size_t i = 0; i <= tasks.size(); ++i) md << "---|";
-  md << "\n";
-  std::map<std::pair<std::string, int>, std::map<std::string, std::pair<double, double>>> cells;
-  for (const auto& r : summary["per_task"])
-    cells[{r["method"], r["num_examples"]}][r["task"]] = {r["dice_mean"], r["dice_std_over_draws"]};
-  for (const auto& m : summary["mean_over_tasks"]) {
-    std::pair<std::string, int> key{m["method"], m["num_examples"]};
-    if (key.second == kSupervisedExamples)
-      md << "| " << result.options.at("unet").value("label", key.first) << " |";
-    else
-      md << "| " << key.first << " ICL-" << key.second << " |";
-    char cell[64];
-    for (const auto& t : tasks) {
-      auto it = cells[key].find(t);
-      if (it == cells[key].end()) {
-        md << " |";
-        continue;
-      }
-      std::snprintf(cell, sizeof cell, " %.2f ± %.2f |", 100 * it->second.first, 100 * it->second.second);
-      md << cell;
-    }
-    std::snprintf(cell, sizeof cell, " %.2f ± %.2f |\n", 100 * m["dice_mean"].get<double>(),
-                  100 * m["dice_std_over_draws"].get<double>());
-    md << cell;
+     << static_cast<int>(result.seconds) << " s.\n\n";
+  write_table(md, summary, tasks, result.options);
+  if (volumes) {
+    // The settings of the paper's comparisons, apart from the whole-volume numbers above.
+    md << "\n**Within the structure's slice range** (Dice over the planes from the first to the last one "
+          "holding the structure; false positives on other planes do not count: the SSL-ALPNet protocol, "
+          "Ouyang et al. 2020, of the paper's Table 1 baselines):\n\n";
+    write_table(md, summarize(result, Score::kDiceInExtent), tasks, result.options);
+    md << "\n**Mean 2D Dice over the planes holding the structure** (every plane scored alone, the paper's 2D "
+          "setting):\n\n";
+    write_table(md, summarize(result, Score::kMeanSliceDice), tasks, result.options);
   }
   if (result.options.contains("unet")) {
     // Per fold: who trained, who was predicted, how long, and its Dice per task.

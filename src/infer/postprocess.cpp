@@ -94,9 +94,19 @@ void fill_holes(io::LabelMap& mask, int axis) {
   }
 }
 
+const std::vector<std::string>& postprocess_steps() {
+  static const std::vector<std::string> names{"largest-cc", "fill-holes"};
+  return names;
+}
+
+bool is_postprocess_step(const std::string& name) {
+  const auto& names = postprocess_steps();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
 void check_postprocess_steps(const std::vector<std::string>& steps) {
   for (const auto& step : steps)
-    if (!step.empty() && step != "largest-cc" && step != "fill-holes")
+    if (!step.empty() && !is_postprocess_step(step))
       SEGICL_THROW(UsageError, "unknown post-processing step '" + step + "'", "",
                    "use largest-cc and/or fill-holes (comma-separated)");
 }

@@ -48,10 +48,9 @@ void check_options(const SegmentOptions& o) {
   if (o.batch_slices < 1) bad("batch_slices must be >= 1");
   if (o.slices_per_example < 1) bad("slices_per_example must be >= 1");
   if (!(o.threshold >= 0.0 && o.threshold <= 1.0)) bad("threshold must be in [0, 1]");
-  for (const auto& step : o.postprocess)
-    if (step != "largest-cc" && step != "fill-holes") bad("unknown post-processing step '" + step + "' (use largest-cc, fill-holes)");
-  if (o.memory_choice != "spread" && o.memory_choice != "similar")
-    bad("unknown memory choice '" + o.memory_choice + "' (use spread or similar)");
+  check_postprocess_steps(o.postprocess);
+  if (!data::is_memory_choice(o.memory_choice))
+    bad("unknown memory choice '" + o.memory_choice + "' (use similar or spread)");
 }
 
 void check_volume(const io::Volume& v, const std::string& what) {

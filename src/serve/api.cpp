@@ -7,6 +7,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "segicl/infer/postprocess.h"
+
 namespace segicl::serve {
 namespace {
 
@@ -288,13 +290,13 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
       static_cast<int>(settings.number("slices_per_example", o.slices_per_example, 1, 64, true));
   o.memory_examples = static_cast<int>(settings.number("memory_examples", o.memory_examples, 0, 64, true));
   o.memory_choice = lower(settings.text("memory_choice", o.memory_choice));
-  if (o.memory_choice != "spread" && o.memory_choice != "similar")
-    bad(400, "unknown memory_choice '" + o.memory_choice + "'", "memory_choice", "use spread or similar");
+  if (!data::is_memory_choice(o.memory_choice))
+    bad(400, "unknown memory_choice '" + o.memory_choice + "'", "memory_choice", "use similar or spread");
   req.label = static_cast<int>(settings.number("label", -1, -1, 65535, true));
   o.modality = settings.text("modality", "");
   o.postprocess = settings.list("post", {});
   for (const auto& step : o.postprocess)
-    if (step != "largest-cc" && step != "fill-holes")
+    if (!infer::is_postprocess_step(step))
       bad(400, "unknown post-processing step '" + step + "'", "post",
           "use largest-cc and/or fill-holes");
 

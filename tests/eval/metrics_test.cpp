@@ -165,5 +165,46 @@ TEST(Compare, ShapeMismatchIsShapeErrorNamingBothShapes) {
   EXPECT_THROW(hd95(torch::zeros({4, 4}), torch::zeros({4, 4}), {1.0, 1.0, 1.0}), ShapeError);
 }
 
+TEST(SliceScores, CountOnlyThePlanesOfTheStructuresExtentAcrossTheGivenAxis) {
+  // [D=4, H=10, W=6], sliced across H (axis 1). Truth: a 2x2 block (d 1-2, w 1-2) on planes h = 3,
+  // 4, 5 (12 voxels). Prediction: the block on h = 3 and 5, only d = 1 of it on h = 4 (2 of 4), and
+  // 4 false-positive voxels on plane h = 0, outside the extent.
+  auto truth = torch::zeros({4, 10, 6}, torch::kBool);
+  truth.slice(0, 1, 3).slice(1, 3, 6).slice(2, 1, 3).fill_(true);
+  auto pred = truth.clone();
+  pred.select(1, 4).select(0, 2).fill_(false);
+  pred.select(1, 0).slice(0, 0, 2).slice(1, 0, 2).fill_(true);
+  ASSERT_EQ(pred.sum().item<int64_t>(), 14);
+
+  const auto scores = slice_scores(pred, truth, 1);
+  EXPECT_EQ(scores.slices_with_truth, 3);
+  // Planes 3-5: |A| = 10, |B| = 12, |A∩B| = 10; the whole volume would give 20 / 26.
+  EXPECT_DOUBLE_EQ(scores.dice_in_extent, 20.0 / 22.0);
+  EXPECT_DOUBLE_EQ(dice(pred, truth), 20.0 / 26.0);
+  // Per plane: 1, 2·2 / (2 + 4), 1.
+  EXPECT_DOUBLE_EQ(scores.mean_slice_dice, (1.0 + 2.0 / 3.0 + 1.0) / 3.0);
+  // Across D the extent is planes 1-2, which hold every voxel of the prediction but the 2 on d = 0.
+  EXPECT_DOUBLE_EQ(slice_scores(pred, truth, 0).dice_in_extent, 2.0 * 10 / (12 + 12));
+}
+
+TEST(SliceScores, EmptyTruthGivesNaNAndA2DMaskIsOnePlane) {
+  auto empty = torch::zeros({3, 4, 4}, torch::kBool);
+  auto some = empty.clone();
+  some[1][2][2] = true;
+  const auto none = slice_scores(some, empty, 0);
+  EXPECT_EQ(none.slices_with_truth, 0);
+  EXPECT_TRUE(std::isnan(none.dice_in_extent));
+  EXPECT_TRUE(std::isnan(none.mean_slice_dice));
+
+  auto a = square(32, 32, 4, 4, 10, 10);
+  auto b = square(32, 32, 4, 9, 10, 10);
+  const auto planar = slice_scores(a, b, 0);
+  EXPECT_EQ(planar.slices_with_truth, 1);
+  EXPECT_DOUBLE_EQ(planar.dice_in_extent, 0.5);
+  EXPECT_DOUBLE_EQ(planar.mean_slice_dice, 0.5);
+  EXPECT_THROW(slice_scores(some, empty, 3), ShapeError);
+  EXPECT_THROW(slice_scores(a, b, 1), ShapeError);
+}
+
 }  // namespace
 }  // namespace segicl::eval

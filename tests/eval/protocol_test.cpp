@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "segicl/core/atomic_file.h"
 #include "segicl/core/error.h"
@@ -104,6 +105,79 @@ TEST(Protocol, PostProcessedRowsSitBesideTheRawOnesOfTheSamePrediction) {
   EXPECT_EQ(post.options["postprocess"].size(), 2u);
   o.postprocess = {"largest-cc", "erode"};
   EXPECT_THROW(run_protocol(corpus, model.get(), o), UsageError) << "unknown step, refused before any work";
+  fs::remove_all(root);
+}
+
+TEST(Protocol, VolumesAreAlsoScoredWithinTheStructuresPlanesAcrossTheSlicingAxis) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  // Three identical 16 x 8 x 16 volumes, 3 mm across y (so the planes are cut across y, the file
+  // tensor's dimension 1); an 8 x 8 square on planes y = 2, 3, 4 only. The atlas of any example
+  // puts the square on all 8 planes: whole-volume Dice 2·3 / (8 + 3), but exact within the 3
+  // planes holding it (cutting across z instead would count every plane, 6 / 11 again).
+  fs::path root = fs::temp_directory_path() / ("segicl_protocol_3d_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "vol" / "images");
+  fs::create_directories(root / "vol" / "labels");
+  std::string cases;
+  for (int i = 0; i < 3; ++i) {
+    io::Volume image;
+    image.dims = 3;
+    image.size = {16, 8, 16};
+    image.geometry.spacing = {1.0, 3.0, 1.0};
+    image.voxels.assign(16 * 8 * 16, 10.0f);
+    io::LabelMap labels;
+    labels.dims = 3;
+    labels.size = image.size;
+    labels.geometry = image.geometry;
+    labels.labels.assign(image.voxels.size(), 0);
+    for (int z = 4; z < 12; ++z)
+      for (int y = 2; y < 5; ++y)
+        for (int x = 4; x < 12; ++x) {
+          const size_t at = (static_cast<size_t>(z) * 8 + y) * 16 + x;
+          labels.labels[at] = 1, image.voxels[at] = 200.0f;
+        }
+    std::string id = "v" + std::to_string(i);
+    io::write_image(image, (root / "vol" / "images" / (id + ".nii.gz")).string());
+    io::write_labels(labels, (root / "vol" / "labels" / (id + ".nii.gz")).string());
+    cases += std::string(i ? "," : "") + R"({"id": ")" + id + R"(", "group": ")" + id + R"(", "image": "images/)" + id +
+             R"(.nii.gz", "label": "labels/)" + id + R"(.nii.gz"})";
+  }
+  std::ofstream(root / "vol" / "dataset.json") << R"({"name": "vol", "dims": 3, "labels": {"1": "slab"}, "cases": [)"
+                                               << cases << "]}";
+  auto corpus = data::Corpus::open(root.string());
+  torch::manual_seed(3);
+  models::SegICLModel model(models::load_preset("crossconv-tiny"));
+  ProtocolOptions o;
+  o.dataset = "vol";
+  o.num_examples = {0, 1};
+  o.draws = 2;
+  o.methods = {"segicl", "atlas"};
+  o.hd95 = false;
+  auto result = run_protocol(corpus, model.get(), o);
+  ASSERT_EQ(result.scores.size(), 3u * 2 + 3u * 2 * 2) << "x = 0: the model only; x = 1: model and atlas";
+  std::map<std::string, const CaseScore*> first_draw_text_only;
+  for (const auto& row : result.scores) {
+    if (row.method == "atlas") {
+      EXPECT_NEAR(row.dice, 6.0 / 11.0, 1e-9) << row.case_id;
+      EXPECT_NEAR(row.dice_in_extent, 1.0, 1e-9) << row.case_id;
+      EXPECT_NEAR(row.mean_slice_dice, 1.0, 1e-9) << row.case_id;
+    } else if (row.num_examples == 0 && row.draw == 0) {
+      first_draw_text_only[row.case_id] = &row;
+    } else if (row.num_examples == 0) {
+      // Without examples every draw is draw 0's prediction.
+      const CaseScore* first = first_draw_text_only.at(row.case_id);
+      EXPECT_DOUBLE_EQ(row.dice, first->dice);
+      EXPECT_DOUBLE_EQ(row.dice_in_extent, first->dice_in_extent);
+    }
+  }
+  auto md = write_report(result, (root / "report").string());
+  EXPECT_NE(md.find("Within the structure's slice range"), std::string::npos);
+  EXPECT_NE(md.find("Mean 2D Dice over the planes holding the structure"), std::string::npos);
+  auto metrics = config::Json::parse(std::ifstream(root / "report" / "metrics.json"));
+  EXPECT_EQ(metrics["options"]["query_dims"], 3);
+  EXPECT_TRUE(metrics.contains("summary_in_extent"));
+  for (const auto& m : metrics["summary_in_extent"]["mean_over_tasks"])
+    if (m["method"] == "atlas") EXPECT_NEAR(m["dice_mean"].get<double>(), 1.0, 1e-9);
   fs::remove_all(root);
 }
 

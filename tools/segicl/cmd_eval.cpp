@@ -96,7 +96,7 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str();
   cmd->add_option("--memory-choice", o.memory_choice,
                   "Which recalled pairs: spread (seeded, patients and datasets in turn) or similar (most like the query)")
-      ->check(CLI::IsMember({"spread", "similar"}))
+      ->check(CLI::IsMember(data::memory_choices()))
       ->capture_default_str();
   static std::string post;
   cmd->add_option("--post", post,

@@ -102,17 +102,6 @@ std::vector<std::pair<std::string, std::string>> pairs_from_dir(const fs::path& 
   return out;
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  for (size_t begin = 0; begin <= s.size();) {
-    size_t comma = s.find(',', begin);
-    if (comma == std::string::npos) comma = s.size();
-    if (comma > begin) out.push_back(s.substr(begin, comma - begin));
-    begin = comma + 1;
-  }
-  return out;
-}
-
 std::string default_model() {
   if (const char* env = std::getenv("SEGICL_MODEL"); env && *env) return env;
   return std::string(SEGICL_SOURCE_DIR) + "/models/segicl-crossconv.pt";
@@ -248,7 +237,7 @@ void run_segment(const SegmentArgs& a) {
     examples.push_back({std::move(img), std::move(lab), a.example_label, image});
   }
   infer::SegmentOptions options = a.options;
-  options.postprocess = split_commas(a.post);
+  options.postprocess = split_list(a.post);
   infer::Segmenter segmenter(a.model.empty() ? default_model() : a.model, infer::resolve_device(a.device), a.memory);
   if (!a.input_dir.empty()) fs::create_directories(a.output);
 
@@ -311,7 +300,7 @@ void register_segment(CLI::App& app, GlobalOptions& global) {
                 "Also top examples giving fewer than --memory-examples pairs up with recalled ones");
   cmd->add_option("--memory-choice", a.options.memory_choice,
                   "Recalled pairs: spread (seeded, patients and datasets in turn) or similar (layout closest to the query)")
-      ->check(CLI::IsMember({"spread", "similar"}))
+      ->check(CLI::IsMember(data::memory_choices()))
       ->capture_default_str();
   cmd->add_flag("--force", a.force, "Overwrite existing outputs");
   cmd->callback([&global] {

@@ -88,6 +88,11 @@ std::string memory_path_for(const std::string& checkpoint);
 // Returns "" for none.
 std::string resolve_memory_path(const std::string& checkpoint, const std::string& choice);
 
+// How a recall picks its pairs, by the name options and requests use: "similar"
+// (ExemplarMemory::recall_similar) and "spread" (ExemplarMemory::recall), in that order.
+const std::vector<std::string>& memory_choices();
+bool is_memory_choice(const std::string& name);
+
 // Lower-cased alphanumeric words of `text` without instruction filler ("segment", "the", ...) and
 // with a plural "s" dropped; shared by match() and its tests.
 std::vector<std::string> content_words(const std::string& text);

@@ -50,6 +50,23 @@ struct Overlap {
 Overlap compare(const at::Tensor& pred, const at::Tensor& truth,
                 const std::vector<double>& spacing = {});
 
+// Scores of a 3D mask pair restricted to the slices (planes across `axis`, a tensor dimension)
+// where the truth has the structure: the settings of the few-shot literature, which a whole-volume
+// Dice does not reproduce.
+struct SliceScores {
+  int64_t slices_with_truth = 0;  // planes holding truth; 0: the scores below are NaN
+  // Dice over the planes from the first to the last one holding truth (SSL-ALPNet's validation:
+  // Ouyang et al., ECCV 2020, scores only query slices z_min..z_max of the label, following
+  // Roy et al., MedIA 2020). False positives outside that range do not count.
+  double dice_in_extent = 0;
+  // Mean of the per-plane Dice over the planes holding truth (the 2D setting of slice datasets
+  // such as SegICL's SA-Med2D-20M: every image shows the structure).
+  double mean_slice_dice = 0;
+};
+// pred and truth: 3D [D, H, W] (2D [H, W] counts as one plane); foreground as for dice().
+// axis in [0, dim). ShapeError for mismatched shapes or a bad axis.
+SliceScores slice_scores(const at::Tensor& pred, const at::Tensor& truth, int64_t axis);
+
 // Exact squared Euclidean distance transform of a 2D/3D grid with anisotropic spacing: for each
 // voxel, the squared distance in mm² to the nearest `true` voxel of `features` (bool, shape
 // `sizes`, row-major), +infinity if there is none. Exposed for tests and other metrics (ASSD).

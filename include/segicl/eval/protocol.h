@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -62,9 +63,17 @@ constexpr int kSupervisedExamples = -1;
 struct CaseScore {
   std::string task, method, case_id;
   int num_examples = 0, draw = 0;
-  double dice = 0, hd95 = 0;
+  double dice = 0, hd95 = 0;  // whole volume (every slice), on the file's grid
   bool both_empty = false;
+  // Restricted to the planes holding the structure (metrics.h slice_scores; NaN when the case has
+  // none): Dice over the structure's slice range (the SSL-ALPNet protocol of the paper's Table 1
+  // baselines) and the mean per-plane Dice (the paper's 2D setting). 2D cases: both equal dice.
+  double dice_in_extent = std::numeric_limits<double>::quiet_NaN();
+  double mean_slice_dice = std::numeric_limits<double>::quiet_NaN();
 };
+
+// Which per-case score a summary averages (CaseScore's fields).
+enum class Score { kDice, kDiceInExtent, kMeanSliceDice };
 
 struct ProtocolResult {
   config::Json options;            // the resolved options, model meta, corpus root; "unet": folds
@@ -79,12 +88,14 @@ struct ProtocolResult {
 ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl* model, const ProtocolOptions& options);
 
 // Summary: for each (task, method, x) the mean over cases per draw, then mean and standard
-// deviation over draws; plus the mean over tasks. As JSON.
-config::Json summarize(const ProtocolResult& result);
+// deviation over draws; plus the mean over tasks. As JSON. Cases whose score is NaN (no plane
+// holds the structure, for the restricted scores) are left out of the means.
+config::Json summarize(const ProtocolResult& result, Score score = Score::kDice);
 
 // Writes metrics.json (options, summary, every row), report.md (tables: tasks as columns, Dice %
-// mean ± std over draws; the paper's rows beside ours for chaos_mr_t2) and a completion marker
-// DONE, into `out_dir`, atomically per file. Returns the Markdown text.
+// mean ± std over draws; the paper's rows beside ours for chaos_mr_t2; for 3D datasets two more
+// tables, restricted to the structure's planes: "summary_in_extent", "summary_slices" in the
+// JSON) and a completion marker DONE, into `out_dir`, atomically per file. Returns the Markdown.
 std::string write_report(const ProtocolResult& result, const std::string& out_dir);
 
 }  // namespace segicl::eval

@@ -23,8 +23,13 @@ void keep_largest_component(io::LabelMap& mask);
 // UsageError for axis outside 0..2.
 void fill_holes(io::LabelMap& mask, int axis = 2);
 
-// UsageError naming the first step that is not "largest-cc" or "fill-holes", and the known ones;
-// lets a caller refuse a bad list before doing any work.
+// The steps postprocess() knows, in the order messages list them: "largest-cc", "fill-holes".
+const std::vector<std::string>& postprocess_steps();
+bool is_postprocess_step(const std::string& name);
+
+// UsageError naming the first step that is not one of postprocess_steps() (empty items, as a
+// doubled comma leaves, are skipped), and the known ones; lets a caller refuse a bad list before
+// doing any work.
 void check_postprocess_steps(const std::vector<std::string>& steps);
 
 // Applies named steps in order: "largest-cc", "fill-holes" (in planes across `axis`). UsageError
