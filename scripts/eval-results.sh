@@ -6,7 +6,11 @@
 # Cost on the 2-core machine (two runs side by side, 1 thread each): ~40 min for CHAOS.
 # Runs made before the exemplar memory (session 9) carry `--memory none`, and memory runs made
 # before the similarity choice became the default (session 10) `--memory-choice spread`: what they ran.
-# Usage: scripts/eval-results.sh [BUILD_DIR=build] [chaos|btcv|medscribble|fundus|ablation|memory-ablation|similar|post|decoder|unet|all]
+# Reports of 3D datasets made from session 11 on also hold the Dice within each structure's slice
+# range and the mean per-slice 2D Dice (scripts/results-table.py --metric); session 11 re-ran
+# chaos_universeg, chaos_unet, btcv_crossconv, btcv_universeg and btcv_unet with their commands
+# below for them (their whole-volume Dice rows came out identical).
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [table1|chaos|btcv|medscribble|fundus|ablation|memory-ablation|similar|post|decoder|unet|all]
 set -euo pipefail
 build=${1:-build}
 what=${2:-all}
@@ -18,6 +22,12 @@ spawn() { "$@" > /dev/null & pids+=($!); }
 finish() { for p in "${pids[@]}"; do wait "$p"; done; pids=(); }
 universeg=models/universeg-baseline.pt
 
+if [[ $what == table1 || $what == all ]]; then
+  # Session 11: the issue's own command, defaults and all (x = 0 through the exemplar memory's
+  # similarity recall, computed once and shared by the 5 draws; ours + atlas), ~80 min on 1 thread.
+  $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0,1,3 --draws 5 \
+    -o reports/chaos_table1 > /dev/null
+fi
 if [[ $what == chaos || $what == all ]]; then
   # Table 1: CHAOS MR T2 (OOD: never trained on), all 20 patients, 5 draws, ours + atlas prior.
   # Without the exemplar memory (the model alone, as before session 9; x = 3 is the same with it:
