@@ -8,8 +8,9 @@
 # before the similarity choice became the default (session 10) `--memory-choice spread`: what they ran.
 # Reports of 3D datasets made from session 11 on also hold the Dice within each structure's slice
 # range and the mean per-slice 2D Dice (scripts/results-table.py --metric); session 11 re-ran
-# chaos_universeg, chaos_unet, btcv_crossconv, btcv_universeg and btcv_unet with their commands
-# below for them (their whole-volume Dice rows came out identical).
+# chaos_universeg, chaos_unet, btcv_crossconv and btcv_unet with their commands below for them
+# (the model rows came out bit-identical; the U-Nets' did not: their training is not
+# bit-reproducible). btcv_universeg and the memory/ablation runs predate these scores.
 # Usage: scripts/eval-results.sh [BUILD_DIR=build] [table1|chaos|btcv|medscribble|fundus|ablation|memory-ablation|similar|post|decoder|unet|all]
 set -euo pipefail
 build=${1:-build}
