@@ -427,6 +427,10 @@ Json summarize(const ProtocolResult& result, Score score) {
 std::string write_report(const ProtocolResult& result, const std::string& out_dir) {
   std::filesystem::create_directories(out_dir);
   Json summary = summarize(result);
+  // 3D queries: also the scores restricted to the structure's planes (JSON and Markdown).
+  const bool volumes = result.options.value("query_dims", 2) == 3;
+  const Json in_extent = volumes ? summarize(result, Score::kDiceInExtent) : Json();
+  const Json per_slice = volumes ? summarize(result, Score::kMeanSliceDice) : Json();
   Json rows = Json::array();
   for (const auto& r : result.scores)
     rows.push_back({{"task", r.task}, {"method", r.method}, {"case", r.case_id}, {"num_examples", r.num_examples},
@@ -436,9 +440,9 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
                     {"dice_in_extent", std::isnan(r.dice_in_extent) ? Json() : Json(r.dice_in_extent)},
                     {"mean_slice_dice", std::isnan(r.mean_slice_dice) ? Json() : Json(r.mean_slice_dice)}});
   Json metrics{{"options", result.options}, {"summary", summary}, {"rows", rows}, {"seconds", result.seconds}};
-  if (result.options.value("query_dims", 2) == 3) {
-    metrics["summary_in_extent"] = summarize(result, Score::kDiceInExtent);
-    metrics["summary_slices"] = summarize(result, Score::kMeanSliceDice);
+  if (volumes) {
+    metrics["summary_in_extent"] = in_extent;
+    metrics["summary_slices"] = per_slice;
   }
   write_file_atomic(out_dir + "/metrics.json", metrics.dump(1));
 
@@ -450,7 +454,6 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
   }
   std::ostringstream md;
   const std::string dataset = result.options["dataset"];
-  const bool volumes = result.options.value("query_dims", 2) == 3;
   md << "# Evaluation: " << dataset << "\n\n"
      << "Protocol (paper §4.2): x examples drawn at random from other patients' slices containing the structure, "
      << result.options["draws"].get<int>() << " independent draws, Dice per 3D volume (2D: per image) on the file's own "
@@ -466,10 +469,10 @@ std::string write_report(const ProtocolResult& result, const std::string& out_di
     md << "\n**Within the structure's slice range** (Dice over the planes from the first to the last one "
           "holding the structure; false positives on other planes do not count: the SSL-ALPNet protocol, "
           "Ouyang et al. 2020, of the paper's Table 1 baselines):\n\n";
-    write_table(md, summarize(result, Score::kDiceInExtent), tasks, result.options);
+    write_table(md, in_extent, tasks, result.options);
     md << "\n**Mean 2D Dice over the planes holding the structure** (every plane scored alone, the paper's 2D "
           "setting):\n\n";
-    write_table(md, summarize(result, Score::kMeanSliceDice), tasks, result.options);
+    write_table(md, per_slice, tasks, result.options);
   }
   if (result.options.contains("unet")) {
     // Per fold: who trained, who was predicted, how long, and its Dice per task.
