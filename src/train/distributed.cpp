@@ -1,5 +1,5 @@
 // c10d glue for data-parallel training: TCPStore rendezvous, a Gloo or NCCL process group, and
-// the three collectives the loop needs (parameter broadcast, bucketed gradient mean, stop vote).
+// the collectives the loop needs (parameter broadcast, bucketed gradient mean, stop vote, gather).
 // Not PyTorch's DDP Reducer (its C++ constructor is built for the Python wrapper; we reduce once
 // after backward instead of overlapping with it). Without c10d this file builds stubs that throw.
 #include "segicl/train/distributed.h"
@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -137,7 +138,6 @@ struct Communicator::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<GroupBase> group;
   std::string backend;
-  int64_t gathers = 0;  // gather_to_root calls so far: makes each call's store keys unique
 
   // Every failure of a collective reads the same way: which rank noticed, what c10d said, and
   // what to do. The usual cause is another worker that died first; its own log says why.
@@ -194,7 +194,7 @@ Communicator::Communicator(const DistributedOptions& options, const torch::Devic
         "check MASTER_ADDR/MASTER_PORT, that all " + std::to_string(env.world_size) +
             " ranks started within --dist-timeout, and that the port is free and reachable");
   }
-  // The process group keeps its own keys apart from ours (gather_to_root).
+  // The process group's keys under their own prefix, should the store ever hold others.
   auto group_store = c10::make_intrusive<c10d::PrefixStore>("pg", impl_->store);
   try {
     if (device.is_cuda()) {
@@ -357,20 +357,30 @@ std::vector<bool> Communicator::any(const std::vector<bool>& flags) {
 
 std::vector<std::string> Communicator::gather_to_root(const std::string& name,
                                                       const std::string& value) {
-  const std::string prefix = "segicl/" + name + "/" + std::to_string(impl_->gathers++) + "/";
+  // Through the process group, not the TCPStore: a store get() for the key of a rank that died
+  // waits out the whole --dist-timeout (the store's server does not notice a client leaving),
+  // while Gloo fails at once on the dead peer's closed socket. Two all-gathers: the lengths, then
+  // the bytes padded to the longest.
   const int rank = impl_->options.env.rank, world = impl_->options.env.world_size;
+  auto all_gather = [&](const torch::Tensor& local) {
+    std::vector<torch::Tensor> input{local.to(impl_->device)};
+    std::vector<std::vector<torch::Tensor> > output(1);
+    for (int r = 0; r < world; ++r) output[0].push_back(torch::empty_like(input[0]));
+    impl_->wait(impl_->group->allgather(output, input), "gather of " + name);
+    return output[0];
+  };
+  auto lengths = all_gather(torch::full({1}, static_cast<int64_t>(value.size()), torch::kInt64));
+  int64_t longest = 0;
+  for (const auto& length : lengths) longest = std::max(longest, length.cpu().item<int64_t>());
+  auto padded = torch::zeros({std::max<int64_t>(longest, 1)}, torch::kUInt8);
+  std::memcpy(padded.data_ptr(), value.data(), value.size());
+  auto bytes = all_gather(padded);
   std::vector<std::string> out;
-  try {
-    impl_->store->set(prefix + std::to_string(rank),
-                      std::vector<uint8_t>(value.begin(), value.end()));
-    if (rank != 0) return out;
-    for (int r = 0; r < world; ++r) {
-      auto bytes = impl_->store->get(prefix + std::to_string(r));
-      out.emplace_back(bytes.begin(), bytes.end());
-      impl_->store->deleteKey(prefix + std::to_string(r));
-    }
-  } catch (const std::exception& e) {
-    impl_->fail("gather of " + name, e);
+  if (rank != 0) return out;
+  for (int r = 0; r < world; ++r) {
+    auto host = bytes[r].cpu();
+    out.emplace_back(static_cast<const char*>(host.data_ptr()),
+                     static_cast<size_t>(lengths[r].cpu().item<int64_t>()));
   }
   return out;
 }

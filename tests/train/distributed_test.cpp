@@ -193,6 +193,65 @@ TEST(DistributedEnv, IsAbsentWithoutRankAndReadsTorchrunVariables) {
     ::unsetenv(name);
 }
 
+// Two ranks as two threads of this process: the Communicator's collectives without a training run.
+DistributedOptions thread_rank(int rank, int port) {
+  DistributedOptions options;
+  options.env.rank = rank;
+  options.env.world_size = 2;
+  options.env.local_world_size = 2;
+  options.env.master_addr = "127.0.0.1";
+  options.env.master_port = port;
+  options.timeout = std::chrono::seconds(30);
+  return options;
+}
+
+int thread_port(int salt) { return 30000 + (::getpid() * 7 + salt) % 1000; }
+
+TEST(Communicator, GatherToRootHandsRankZeroEveryRanksBytesInRankOrder) {
+  if (!distributed_available()) GTEST_SKIP() << "built without c10d";
+  const int port = thread_port(1);
+  // Unequal lengths, an empty value and a zero byte inside: the padding must not leak.
+  const std::string mine = std::string("rank zero\0state", 15), theirs;
+  std::vector<std::string> at_one{"untouched"};
+  std::thread one([&] {
+    Communicator comm(thread_rank(1, port), torch::kCPU);
+    at_one = comm.gather_to_root("test", theirs);
+  });
+  std::vector<std::string> at_zero;
+  {
+    Communicator comm(thread_rank(0, port), torch::kCPU);
+    at_zero = comm.gather_to_root("test", mine);
+  }
+  one.join();
+  ASSERT_EQ(at_zero.size(), 2u);
+  EXPECT_EQ(at_zero[0], mine);
+  EXPECT_EQ(at_zero[1], theirs);
+  EXPECT_TRUE(at_one.empty()) << "only rank 0 receives";
+}
+
+TEST(Communicator, GatherFailsAtOnceWhenAPeerHasLeft) {
+  // Rank 1 joins, then goes away (its sockets close) before the gather of a checkpoint: rank 0
+  // must fail at once with the hint, not wait out the 30 s timeout (the store-based gather did:
+  // CI saw a killed worker take 62 s to fail the job).
+  if (!distributed_available()) GTEST_SKIP() << "built without c10d";
+  const int port = thread_port(2);
+  std::thread one([&] { Communicator comm(thread_rank(1, port), torch::kCPU); });
+  Communicator comm(thread_rank(0, port), torch::kCPU);
+  one.join();
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    comm.gather_to_root("rng", "state");
+    ADD_FAILURE() << "the gather succeeded without its peer";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gather of rng failed on rank 0 of 2 (gloo)"),
+              std::string::npos)
+        << e.what();
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 10) << "waited for the timeout instead of noticing the closed sockets";
+}
+
 TEST_F(Distributed, TwoProcessesEndWithBitIdenticalParameters) {
   auto args = train_args("tiny", "ddp", 2, 3);
   args.insert(args.end(), {"--nproc", "2"});
@@ -267,7 +326,8 @@ std::tuple<int, double, std::string> Distributed::disturb_rank_one(int signal,
 TEST_F(Distributed, KilledWorkerFailsTheJobAtOnce) {
   auto [code, seconds, log] = disturb_rank_one(SIGKILL, 60);
   EXPECT_EQ(code, 1) << log;
-  EXPECT_LT(seconds, 15) << "a dead peer closes its sockets: no need to wait for --dist-timeout 60";
+  EXPECT_LT(seconds, 15) << "a dead peer closes its sockets: no need to wait for --dist-timeout 60\n"
+                         << log;
   EXPECT_NE(log.find("error: distributed"), std::string::npos) << log;
   EXPECT_NE(log.find("failed on rank 0 of 2 (gloo)"), std::string::npos) << log;
   EXPECT_NE(log.find("hint: another worker probably died or hung"), std::string::npos) << log;

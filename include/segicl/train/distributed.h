@@ -78,8 +78,8 @@ class Communicator {
   // Element i is true on every rank when flags[i] is true on any rank (stop requests, time limits).
   std::vector<bool> any(const std::vector<bool>& flags);
 
-  // Rank 0 receives every rank's `value` (index = rank); other ranks receive {}. Goes through the
-  // TCPStore: meant for small things at checkpoints (RNG states, parameter digests).
+  // Rank 0 receives every rank's `value` (index = rank); other ranks receive {}. Two all-gathers
+  // on the process group: meant for small things at checkpoints (RNG states, parameter digests).
   std::vector<std::string> gather_to_root(const std::string& name, const std::string& value);
 
  private:
