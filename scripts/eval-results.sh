@@ -11,7 +11,7 @@
 # chaos_universeg, chaos_unet, btcv_crossconv and btcv_unet with their commands below for them
 # (the model rows came out bit-identical; the U-Nets' did not: their training is not
 # bit-reproducible). btcv_universeg and the memory/ablation runs predate these scores.
-# Usage: scripts/eval-results.sh [BUILD_DIR=build] [table1|chaos|btcv|medscribble|fundus|ablation|memory-ablation|similar|post|decoder|unet|all]
+# Usage: scripts/eval-results.sh [BUILD_DIR=build] [table1|chaos|btcv|medscribble|fundus|ablation|memory-ablation|similar|post|presence|decoder|unet|all]
 set -euo pipefail
 build=${1:-build}
 what=${2:-all}
@@ -28,6 +28,12 @@ if [[ $what == table1 || $what == all ]]; then
   # similarity recall, computed once and shared by the 5 draws; ours + atlas), ~80 min on 1 thread.
   $bin eval --model $ours --label segicl-crossconv --dataset chaos_mr_t2 --examples 0,1,3 --draws 5 \
     -o reports/chaos_table1 > /dev/null
+fi
+if [[ $what == presence || $what == all ]]; then
+  # Session 12: the presence check by reverse prediction (infer/presence.h), tried on a train-role
+  # dataset's val split (never trained on, not a reported test set), ~6 min on 1 thread.
+  $bin eval --model $ours --dataset mscmr_bssfp --query-split val --examples 1,3 --draws 2 --methods segicl \
+    --hd95 false --presence-check 0.3,0.5,0.7 -o reports/ablation_mscmr_val_presence > /dev/null
 fi
 if [[ $what == chaos || $what == all ]]; then
   # Table 1: CHAOS MR T2 (OOD: never trained on), all 20 patients, 5 draws, ours + atlas prior.

@@ -19,6 +19,7 @@
 #include "segicl/data/preprocess.h"
 #include "segicl/eval/metrics.h"
 #include "segicl/infer/postprocess.h"
+#include "segicl/infer/presence.h"
 #include "segicl/io/volume.h"
 
 namespace segicl::eval {
@@ -33,6 +34,13 @@ struct LoadedCase {
   std::vector<double> spacing;       // mm, in [Z, Y, X] order
   io::Geometry geometry;
 };
+
+// "0.5" for 0.5, "0.25" for 0.25: the shortest text that reads back as the fraction (row labels).
+std::string fraction_label(double fraction) {
+  std::ostringstream text;
+  text << fraction;
+  return text.str();
+}
 
 torch::Tensor source_label_tensor(const io::LabelMap& l) {
   std::vector<int32_t> v(l.labels.begin(), l.labels.end());
@@ -108,14 +116,19 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   }
   if (tasks.empty()) SEGICL_THROW(UsageError, "no task of " + o.dataset + " matches --tasks", "", "see `segicl data list`");
 
-  // Queries: the test split (all cases of ood/eval datasets); support: other patients (train
-  // split for train-role datasets, so a test patient is never an example).
+  // Queries: the test split, or the val split with query_split "val" (all cases of ood/eval
+  // datasets either way); support: other patients (train split for train-role datasets, so a test
+  // or val patient is never an example).
+  if (o.query_split != "test" && o.query_split != "val")
+    SEGICL_THROW(UsageError, "unknown query split '" + o.query_split + "'", "", "use test or val");
+  const auto query_split =
+      dataset->role == data::Role::kTrain && o.query_split == "val" ? data::Split::kVal : data::Split::kTest;
   std::vector<LoadedCase> cases;
   std::vector<bool> is_query;
   int queries = 0;
   int query_dims = 2;  // 3 when a query is a volume: the report adds the slice-restricted scores
   for (const auto& c : dataset->cases) {
-    const bool query = c.split == data::Split::kTest && (o.max_cases == 0 || queries < o.max_cases);
+    const bool query = c.split == query_split && (o.max_cases == 0 || queries < o.max_cases);
     const bool support = dataset->role != data::Role::kTrain || c.split == data::Split::kTrain;
     if (!query && !support) continue;
     auto [image, labels] = io::read_image_and_labels(c.image_path, c.label_path);
@@ -136,7 +149,8 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
     // A memory holds train splits only, so a train-role dataset's own slices in it are never its
     // queries (those are its test split); say so in the log.
     for (const auto& d : memory->pack().datasets())
-      if (d.name == o.dataset) logger->info("the memory holds {}'s train split; its queries are its test split", d.name);
+      if (d.name == o.dataset)
+        logger->info("the memory holds {}'s train split; its queries are its {} split", d.name, o.query_split);
   }
 
   ProtocolResult result;
@@ -146,7 +160,12 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
                     {"queries", queries}, {"query_dims", query_dims}, {"corpus", corpus.root()},
                     {"memory", memory ? o.memory : std::string()}, {"memory_examples", memory ? o.memory_examples : 0},
                     {"memory_top_up", memory && o.memory_top_up}, {"refine_examples", o.refine_examples},
-                    {"postprocess", o.postprocess}, {"memory_choice", memory ? o.memory_choice : std::string()}};
+                    {"postprocess", o.postprocess}, {"memory_choice", memory ? o.memory_choice : std::string()},
+                    {"presence_fractions", o.presence_fractions}, {"query_split", o.query_split}};
+  for (double f : o.presence_fractions)
+    if (!(f > 0 && f <= 1))
+      SEGICL_THROW(UsageError, "presence fraction " + std::to_string(f) + " is not in (0, 1]", "",
+                   "e.g. --presence-check 0.5 keeps planes agreeing at least half as well as the best");
   std::string post_label;
   for (const auto& step : o.postprocess) post_label += "+" + step;
   if (!data::is_memory_choice(o.memory_choice))
@@ -242,7 +261,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
       // Without examples the model's prediction depends on the draw only through a seeded memory
       // recall; otherwise draw 0's planes are every draw's (same rows, 1/draws of the time).
       const bool same_every_draw = x == 0 && !(memory && !instruction.empty() && o.memory_choice == "spread");
-      std::map<size_t, torch::Tensor> first_draw_planes;  // query case -> draw 0's planes
+      std::map<size_t, std::pair<torch::Tensor, torch::Tensor>> first_draw_planes;  // query case -> draw 0's planes, agreement
       for (int draw = 0; draw < o.draws; ++draw) {
         for (size_t q = 0; q < cases.size(); ++q) {
           if (!is_query[q] || !in_task(cases[q])) continue;
@@ -276,8 +295,11 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
           const int64_t plane_axis =
               query.volume.dims == 3 ? 2 - query.volume.reorientation.source_axis[query.volume.through_axis] : 0;
           // The model's planes [N, R, R] for this query, draw and x (examples, recall, refinement).
+          // The context the model saw (examples, recalled pairs): the presence check reuses it.
+          torch::Tensor context_images, context_masks;
           auto model_planes = [&]() {
-            torch::Tensor context_images = images, context_masks = masks;
+            context_images = images;
+            context_masks = masks;
             const int recall = x == 0 ? o.memory_examples : o.memory_top_up ? o.memory_examples - x : 0;
             std::vector<torch::Tensor> query_planes;
             for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
@@ -326,14 +348,35 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
           };
           for (const auto& method : o.methods) {
             torch::Tensor planes;  // [N, R, R] probabilities
+            torch::Tensor agreement;  // [N] presence check of the model's planes (when asked for)
             if (method == "segicl") {
               // The UniverSeg architecture has no k = 0 mode: no row rather than a failure.
               if (x == 0 && model->config().needs_examples()) continue;
               if (same_every_draw && draw > 0) {
-                planes = first_draw_planes.at(q);
+                std::tie(planes, agreement) = first_draw_planes.at(q);
               } else {
                 planes = model_planes();
-                if (same_every_draw) first_draw_planes[q] = planes;
+                if (!o.presence_fractions.empty() && context_images.defined() && context_images.size(0) > 0) {
+                  infer::PresenceOptions presence;
+                  presence.segment.ddim_steps = o.ddim_steps;
+                  presence.segment.num_samples = o.num_samples;
+                  presence.segment.seed = derive_seed(o.seed, "eval-noise");
+                  std::vector<torch::Tensor> query_planes;
+                  for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
+                  agreement = infer::reverse_agreement(*model, torch::stack(query_planes), planes, context_images,
+                                                       context_masks, presence);
+                  if (logger->should_log(spdlog::level::debug)) {
+                    // Per plane: agreement, predicted and true area (model pixels).
+                    std::string line;
+                    for (int64_t s = 0; s < n; ++s) {
+                      const auto area = (planes[s] > 0.5).sum().item<int64_t>();
+                      const auto true_area = torch::isin(data::label_plane(query.volume, s, resolution), ids).sum().item<int64_t>();
+                      line += fmt::format(" {}:{:.2f}/{}/{}", s, agreement[s].item<double>(), area, true_area);
+                    }
+                    logger->debug("{} {} x={} draw {} agreement/area/true:{}", task.name, query.item->id, x, draw, line);
+                  }
+                }
+                if (same_every_draw) first_draw_planes[q] = {planes, agreement};
               }
             } else if (method == "atlas") {
               if (x == 0) continue;  // no examples, no atlas
@@ -369,6 +412,13 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
               infer::postprocess(mask, o.postprocess, query.volume.dims == 3 ? 2 - static_cast<int>(plane_axis) : 2);
               std::vector<uint8_t> values(mask.labels.begin(), mask.labels.end());
               score(torch::from_blob(values.data(), truth.sizes(), torch::kUInt8).to(torch::kBool), label + post_label);
+            }
+            // Without a context (text alone) there is nothing to check against: the rows repeat
+            // the raw ones, so every method has the same rows.
+            for (double fraction : o.presence_fractions) {
+              if (method != "segicl") break;
+              auto kept = agreement.defined() ? infer::drop_absent_planes(planes, agreement, fraction) : planes;
+              score(data::planes_to_source_grid(kept, query.volume) > 0.5, label + "+presence" + fraction_label(fraction));
             }
           }
         }

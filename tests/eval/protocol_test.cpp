@@ -5,9 +5,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "segicl/core/atomic_file.h"
 #include "segicl/core/error.h"
+#include "segicl/data/corpus.h"
 #include "segicl/io/volume.h"
 #include "segicl/models/config.h"
 
@@ -30,13 +32,15 @@ TEST(Summarize, AveragesCasesPerDrawThenDrawsAndTasks) {
   EXPECT_NEAR(s["mean_over_tasks"][0]["dice_mean"].get<double>(), 0.625, 1e-12);
 }
 
-// Three 2D "patients" (PNG, 40x40) with the same bright square, dataset "toy" under `root`.
-data::Corpus write_square_corpus(const fs::path& root) {
+// `patients` 2D "patients" (PNG, 40x40) with the same bright square, dataset "toy" under `root`:
+// ood (no README, every case a query), or with `train_role` a train-role dataset (patients split
+// train/val/test by the corpus' seeded rule).
+data::Corpus write_square_corpus(const fs::path& root, int patients = 3, bool train_role = false) {
   fs::remove_all(root);
   fs::create_directories(root / "toy" / "images");
   fs::create_directories(root / "toy" / "labels");
   std::string cases;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < patients; ++i) {
     io::Volume image;
     image.dims = 2;
     image.size = {40, 40, 1};
@@ -55,6 +59,10 @@ data::Corpus write_square_corpus(const fs::path& root) {
   }
   std::ofstream(root / "toy" / "dataset.json") << R"({"name": "toy", "dims": 2, "labels": {"1": "square"}, "cases": [)"
                                                << cases << "]}";
+  if (train_role)
+    std::ofstream(root / "README.md") << "| dataset | dims | modality | region | cases | tasks | role | split |\n"
+                                      << "|---|---|---|---|---|---|---|---|\n"
+                                      << "| `toy` | 2D | x | x | 3 | square | train | by group |\n";
   return data::Corpus::open(root.string());  // no README: the dataset is ood, all cases are queries
 }
 
@@ -75,6 +83,63 @@ TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
   EXPECT_NE(md.find("atlas ICL-1"), std::string::npos);
   EXPECT_TRUE(fs::exists(root / "report" / "metrics.json"));
   EXPECT_TRUE(fs::exists(root / "report" / "DONE"));
+  fs::remove_all(root);
+}
+
+TEST(Protocol, QuerySplitValQueriesTheValPatientsOfATrainDatasetAndNeverDrawsThem) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  fs::path root = fs::temp_directory_path() / ("segicl_protocol_split_" + std::to_string(::getpid()));
+  auto corpus = write_square_corpus(root, 24, true);
+  std::set<std::string> by_split[3];  // test, val, train
+  for (const auto& c : corpus.find("toy")->cases)
+    by_split[c.split == data::Split::kTest ? 0 : c.split == data::Split::kVal ? 1 : 2].insert(c.id);
+  ASSERT_FALSE(by_split[0].empty() || by_split[1].empty())
+      << "the seeded split gave no test or no val patient: use more patients";
+  ProtocolOptions o;
+  o.dataset = "toy";
+  o.num_examples = {1};
+  o.draws = 1;
+  o.methods = {"atlas"};
+  auto queried = [&](const std::string& split) {
+    o.query_split = split;
+    std::set<std::string> ids;
+    for (const auto& row : run_protocol(corpus, nullptr, o).scores) ids.insert(row.case_id);
+    return ids;
+  };
+  EXPECT_EQ(queried("test"), by_split[0]);
+  EXPECT_EQ(queried("val"), by_split[1]);
+  o.query_split = "train";
+  EXPECT_THROW(run_protocol(corpus, nullptr, o), UsageError) << "train patients are the support pool";
+  fs::remove_all(root);
+}
+
+TEST(Protocol, PresenceRowsSitBesideTheRawOnesAndOnlyEmptyWholePlanes) {
+  if (!io::available()) GTEST_SKIP() << "built without ITK";
+  fs::path root = fs::temp_directory_path() / ("segicl_protocol_presence_" + std::to_string(::getpid()));
+  auto corpus = write_square_corpus(root);
+  torch::manual_seed(5);
+  models::SegICLModel model(models::load_preset("crossconv-tiny"));
+  ProtocolOptions o;
+  o.dataset = "toy";
+  o.num_examples = {0, 1};
+  o.draws = 1;
+  o.methods = {"segicl"};
+  o.model_label = "m";
+  o.hd95 = false;
+  o.presence_fractions = {0.5, 1.0};
+  auto result = run_protocol(corpus, model.get(), o);
+  // Per case and x: the raw row, then one per fraction. A 2D query is one plane, the best plane
+  // itself, so no fraction empties it; at x = 0 there is no context to check against.
+  ASSERT_EQ(result.scores.size(), 3u * 2 * 3);
+  for (size_t i = 0; i < result.scores.size(); i += 3) {
+    EXPECT_EQ(result.scores[i].method, "m");
+    EXPECT_EQ(result.scores[i + 1].method, "m+presence0.5");
+    EXPECT_EQ(result.scores[i + 2].method, "m+presence1");
+    EXPECT_DOUBLE_EQ(result.scores[i + 1].dice, result.scores[i].dice) << result.scores[i].case_id;
+    EXPECT_DOUBLE_EQ(result.scores[i + 2].dice, result.scores[i].dice) << result.scores[i].case_id;
+  }
+  o.presence_fractions = {1.5};
+  EXPECT_THROW(run_protocol(corpus, model.get(), o), UsageError) << "a fraction outside (0, 1]";
   fs::remove_all(root);
 }
 

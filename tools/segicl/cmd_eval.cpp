@@ -103,6 +103,14 @@ void register_eval(CLI::App& app, GlobalOptions& global) {
                   "Also score the model's masks after these post-processing steps (largest-cc, fill-holes), as extra "
                   "rows <label>+<steps>")
       ->capture_default_str();
+  cmd->add_option("--presence-check", o.presence_fractions,
+                  "Also score the model's masks with the planes whose reverse-prediction agreement is below F x the "
+                  "query's best plane emptied, as extra rows <label>+presence<F> (comma-separated fractions in (0, 1])")
+      ->delimiter(',');
+  cmd->add_option("--query-split", o.query_split,
+                  "Queries of a train-role dataset: its test split, or val (to choose settings without the test split)")
+      ->check(CLI::IsMember({"test", "val"}))
+      ->capture_default_str();
   cmd->add_option("-o,--out", out, "Report folder (metrics.json, report.md)")->required();
   cmd->callback([&global] {
     start(global);

@@ -54,6 +54,15 @@ struct ProtocolOptions {
   // labelled "<model_label>+<steps>" beside the raw ones, so one run compares both on the same
   // predictions. Empty: raw rows only.
   std::vector<std::string> postprocess;
+  // Presence check (infer/presence.h): for each fraction f, extra rows "<model_label>+presence<f>"
+  // score the model's planes with those whose reverse agreement is below f x the query's best
+  // plane emptied. The agreement is computed once per prediction (about one more forward pass).
+  // Empty: no check.
+  std::vector<double> presence_fractions;
+  // Which split of a train-role dataset gives the queries: "test" (its fixed test split, the
+  // reported numbers) or "val" (for choosing settings without looking at the test split). Ood
+  // and eval datasets query every case either way.
+  std::string query_split = "test";
 };
 
 // num_examples of the rows of a method that takes no examples (the supervised U-Net): it is
