@@ -295,14 +295,14 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
           const int64_t plane_axis =
               query.volume.dims == 3 ? 2 - query.volume.reorientation.source_axis[query.volume.through_axis] : 0;
           // The model's planes [N, R, R] for this query, draw and x (examples, recall, refinement).
+          std::vector<torch::Tensor> query_planes;
+          for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
           // The context the model saw (examples, recalled pairs): the presence check reuses it.
           torch::Tensor context_images, context_masks;
           auto model_planes = [&]() {
             context_images = images;
             context_masks = masks;
             const int recall = x == 0 ? o.memory_examples : o.memory_top_up ? o.memory_examples - x : 0;
-            std::vector<torch::Tensor> query_planes;
-            for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
             if (memory && !instruction.empty() && recall > 0) {
               // rng() is drawn either way, so the choice does not shift later draws.
               const uint64_t recall_seed = rng();
@@ -346,6 +346,26 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
             }
             return planes;
           };
+          // Reverse-prediction agreement [N] of the model's planes with the context it saw.
+          auto presence_agreement = [&](const torch::Tensor& planes) {
+            infer::PresenceOptions presence;
+            presence.segment.ddim_steps = o.ddim_steps;
+            presence.segment.num_samples = o.num_samples;
+            presence.segment.seed = derive_seed(o.seed, "eval-noise");
+            auto agreement = infer::reverse_agreement(*model, torch::stack(query_planes), planes, context_images,
+                                                      context_masks, presence);
+            if (logger->should_log(spdlog::level::debug)) {
+              // Per plane: agreement, predicted and true area (model pixels): why a check keeps what it keeps.
+              std::string line;
+              for (int64_t s = 0; s < n; ++s) {
+                const auto area = (planes[s] > 0.5).sum().item<int64_t>();
+                const auto true_area = torch::isin(data::label_plane(query.volume, s, resolution), ids).sum().item<int64_t>();
+                line += fmt::format(" {}:{:.2f}/{}/{}", s, agreement[s].item<double>(), area, true_area);
+              }
+              logger->debug("{} {} x={} draw {} agreement/area/true:{}", task.name, query.item->id, x, draw, line);
+            }
+            return agreement;
+          };
           for (const auto& method : o.methods) {
             torch::Tensor planes;  // [N, R, R] probabilities
             torch::Tensor agreement;  // [N] presence check of the model's planes (when asked for)
@@ -356,26 +376,8 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
                 std::tie(planes, agreement) = first_draw_planes.at(q);
               } else {
                 planes = model_planes();
-                if (!o.presence_fractions.empty() && context_images.defined() && context_images.size(0) > 0) {
-                  infer::PresenceOptions presence;
-                  presence.segment.ddim_steps = o.ddim_steps;
-                  presence.segment.num_samples = o.num_samples;
-                  presence.segment.seed = derive_seed(o.seed, "eval-noise");
-                  std::vector<torch::Tensor> query_planes;
-                  for (int64_t s = 0; s < n; ++s) query_planes.push_back(data::image_plane(query.volume, s, resolution));
-                  agreement = infer::reverse_agreement(*model, torch::stack(query_planes), planes, context_images,
-                                                       context_masks, presence);
-                  if (logger->should_log(spdlog::level::debug)) {
-                    // Per plane: agreement, predicted and true area (model pixels).
-                    std::string line;
-                    for (int64_t s = 0; s < n; ++s) {
-                      const auto area = (planes[s] > 0.5).sum().item<int64_t>();
-                      const auto true_area = torch::isin(data::label_plane(query.volume, s, resolution), ids).sum().item<int64_t>();
-                      line += fmt::format(" {}:{:.2f}/{}/{}", s, agreement[s].item<double>(), area, true_area);
-                    }
-                    logger->debug("{} {} x={} draw {} agreement/area/true:{}", task.name, query.item->id, x, draw, line);
-                  }
-                }
+                if (!o.presence_fractions.empty() && context_images.defined() && context_images.size(0) > 0)
+                  agreement = presence_agreement(planes);
                 if (same_every_draw) first_draw_planes[q] = {planes, agreement};
               }
             } else if (method == "atlas") {
@@ -414,7 +416,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
               score(torch::from_blob(values.data(), truth.sizes(), torch::kUInt8).to(torch::kBool), label + post_label);
             }
             // Without a context (text alone) there is nothing to check against: the rows repeat
-            // the raw ones, so every method has the same rows.
+            // the raw ones, so every x has the same set of rows.
             for (double fraction : o.presence_fractions) {
               if (method != "segicl") break;
               auto kept = agreement.defined() ? infer::drop_absent_planes(planes, agreement, fraction) : planes;
