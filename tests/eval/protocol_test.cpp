@@ -12,6 +12,7 @@
 #include "segicl/data/corpus.h"
 #include "segicl/io/volume.h"
 #include "segicl/models/config.h"
+#include "toy_corpus.h"
 
 namespace segicl::eval {
 namespace fs = std::filesystem;
@@ -37,28 +38,9 @@ TEST(Summarize, AveragesCasesPerDrawThenDrawsAndTasks) {
 // train/val/test by the corpus' seeded rule).
 data::Corpus write_square_corpus(const fs::path& root, int patients = 3, bool train_role = false) {
   fs::remove_all(root);
-  fs::create_directories(root / "toy" / "images");
-  fs::create_directories(root / "toy" / "labels");
-  std::string cases;
-  for (int i = 0; i < patients; ++i) {
-    io::Volume image;
-    image.dims = 2;
-    image.size = {40, 40, 1};
-    image.voxels.assign(1600, 10.0f);
-    io::LabelMap labels;
-    labels.dims = 2;
-    labels.size = {40, 40, 1};
-    labels.labels.assign(1600, 0);
-    for (int y = 10; y < 30; ++y)
-      for (int x = 8; x < 28; ++x) labels.labels[y * 40 + x] = 1, image.voxels[y * 40 + x] = 200.0f;
-    std::string id = "p" + std::to_string(i);
-    io::write_image(image, (root / "toy" / "images" / (id + ".png")).string());
-    io::write_labels(labels, (root / "toy" / "labels" / (id + ".png")).string());
-    cases += std::string(i ? "," : "") + R"({"id": ")" + id + R"(", "group": ")" + id + R"(", "image": "images/)" + id +
-             R"(.png", "label": "labels/)" + id + R"(.png"})";
-  }
-  std::ofstream(root / "toy" / "dataset.json") << R"({"name": "toy", "dims": 2, "labels": {"1": "square"}, "cases": [)"
-                                               << cases << "]}";
+  std::vector<testing::ToyCase> cases;
+  for (int i = 0; i < patients; ++i) cases.push_back(testing::square_case(40, 8, 10, 28, 30));
+  testing::write_toy_dataset(root, "toy", "square", cases, "p");
   if (train_role)
     std::ofstream(root / "README.md") << "| dataset | dims | modality | region | cases | tasks | role | split |\n"
                                       << "|---|---|---|---|---|---|---|---|\n"
@@ -181,34 +163,22 @@ TEST(Protocol, VolumesAreAlsoScoredWithinTheStructuresPlanesAcrossTheSlicingAxis
   // planes holding it (cutting across z instead would count every plane, 6 / 11 again).
   fs::path root = fs::temp_directory_path() / ("segicl_protocol_3d_" + std::to_string(::getpid()));
   fs::remove_all(root);
-  fs::create_directories(root / "vol" / "images");
-  fs::create_directories(root / "vol" / "labels");
-  std::string cases;
-  for (int i = 0; i < 3; ++i) {
-    io::Volume image;
-    image.dims = 3;
-    image.size = {16, 8, 16};
-    image.geometry.spacing = {1.0, 3.0, 1.0};
-    image.voxels.assign(16 * 8 * 16, 10.0f);
-    io::LabelMap labels;
-    labels.dims = 3;
-    labels.size = image.size;
-    labels.geometry = image.geometry;
-    labels.labels.assign(image.voxels.size(), 0);
+  std::vector<testing::ToyCase> cases(3);
+  for (auto& c : cases) {
+    c.image.dims = c.labels.dims = 3;
+    c.image.size = c.labels.size = {16, 8, 16};
+    c.image.geometry.spacing = {1.0, 3.0, 1.0};
+    c.labels.geometry = c.image.geometry;
+    c.image.voxels.assign(16 * 8 * 16, 10.0f);
+    c.labels.labels.assign(c.image.voxels.size(), 0);
     for (int z = 4; z < 12; ++z)
       for (int y = 2; y < 5; ++y)
         for (int x = 4; x < 12; ++x) {
           const size_t at = (static_cast<size_t>(z) * 8 + y) * 16 + x;
-          labels.labels[at] = 1, image.voxels[at] = 200.0f;
+          c.labels.labels[at] = 1, c.image.voxels[at] = 200.0f;
         }
-    std::string id = "v" + std::to_string(i);
-    io::write_image(image, (root / "vol" / "images" / (id + ".nii.gz")).string());
-    io::write_labels(labels, (root / "vol" / "labels" / (id + ".nii.gz")).string());
-    cases += std::string(i ? "," : "") + R"({"id": ")" + id + R"(", "group": ")" + id + R"(", "image": "images/)" + id +
-             R"(.nii.gz", "label": "labels/)" + id + R"(.nii.gz"})";
   }
-  std::ofstream(root / "vol" / "dataset.json") << R"({"name": "vol", "dims": 3, "labels": {"1": "slab"}, "cases": [)"
-                                               << cases << "]}";
+  testing::write_toy_dataset(root, "vol", "slab", cases, "v", ".nii.gz");
   auto corpus = data::Corpus::open(root.string());
   torch::manual_seed(3);
   models::SegICLModel model(models::load_preset("crossconv-tiny"));
@@ -252,31 +222,13 @@ TEST(Protocol, CasesWithTheirOwnTaskAreOnlyQueriedAndDrawnWithinIt) {
   // left, task B's bottom right: an atlas drawn across tasks would score 0 on the other's cases.
   fs::path root = fs::temp_directory_path() / ("segicl_protocol_tasks_" + std::to_string(::getpid()));
   fs::remove_all(root);
-  fs::create_directories(root / "mix" / "images");
-  fs::create_directories(root / "mix" / "labels");
-  std::string cases;
+  std::vector<testing::ToyCase> cases;
   for (int i = 0; i < 4; ++i) {
     const bool task_a = i < 2;
-    io::Volume image;
-    image.dims = 2;
-    image.size = {40, 40, 1};
-    image.voxels.assign(1600, 10.0f);
-    io::LabelMap labels;
-    labels.dims = 2;
-    labels.size = {40, 40, 1};
-    labels.labels.assign(1600, 0);
     const int offset = task_a ? 2 : 22;
-    for (int y = offset; y < offset + 16; ++y)
-      for (int x = offset; x < offset + 16; ++x) labels.labels[y * 40 + x] = 1, image.voxels[y * 40 + x] = 200.0f;
-    std::string id = "c" + std::to_string(i);
-    io::write_image(image, (root / "mix" / "images" / (id + ".png")).string());
-    io::write_labels(labels, (root / "mix" / "labels" / (id + ".png")).string());
-    cases += std::string(i ? "," : "") + R"({"id": ")" + id + R"(", "group": ")" + id + R"(", "image": "images/)" + id +
-             R"(.png", "label": "labels/)" + id + R"(.png", "task": ")" + (task_a ? "A/square" : "B/square") +
-             R"(", "labels": {"1": "square"}})";
+    cases.push_back(testing::square_case(40, offset, offset, offset + 16, offset + 16, task_a ? "A/square" : "B/square"));
   }
-  std::ofstream(root / "mix" / "dataset.json") << R"({"name": "mix", "dims": 2, "labels": {"1": "target"}, "cases": [)"
-                                               << cases << "]}";
+  testing::write_toy_dataset(root, "mix", "square", cases, "c");
   auto corpus = data::Corpus::open(root.string());
   ProtocolOptions o;
   o.dataset = "mix";

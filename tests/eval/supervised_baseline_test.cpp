@@ -12,6 +12,7 @@
 #include "segicl/core/error.h"
 #include "segicl/eval/protocol.h"
 #include "segicl/io/volume.h"
+#include "toy_corpus.h"
 
 namespace segicl::eval {
 namespace {
@@ -160,29 +161,9 @@ TEST(Protocol, UnetIsScoredOncePerQueryByAModelThatNeverSawThatPatient) {
   // Three 2D "patients" (ood dataset: every case is a query and a support patient).
   fs::path root = fs::temp_directory_path() / ("segicl_unet_" + std::to_string(::getpid()));
   fs::remove_all(root);
-  fs::create_directories(root / "toy" / "images");
-  fs::create_directories(root / "toy" / "labels");
-  std::string cases;
-  for (int i = 0; i < 3; ++i) {
-    io::Volume image;
-    image.dims = 2;
-    image.size = {40, 40, 1};
-    image.voxels.assign(1600, 10.0f);
-    io::LabelMap labels;
-    labels.dims = 2;
-    labels.size = {40, 40, 1};
-    labels.labels.assign(1600, 0);
-    for (int y = 10 + i; y < 30; ++y)
-      for (int x = 8; x < 28 - i; ++x)
-        labels.labels[y * 40 + x] = 1, image.voxels[y * 40 + x] = 200.0f;
-    std::string id = "p" + std::to_string(i);
-    io::write_image(image, (root / "toy" / "images" / (id + ".png")).string());
-    io::write_labels(labels, (root / "toy" / "labels" / (id + ".png")).string());
-    cases += std::string(i ? "," : "") + R"({"id": ")" + id + R"(", "group": ")" + id +
-             R"(", "image": "images/)" + id + R"(.png", "label": "labels/)" + id + R"(.png"})";
-  }
-  std::ofstream(root / "toy" / "dataset.json")
-      << R"({"name": "toy", "dims": 2, "labels": {"1": "square"}, "cases": [)" << cases << "]}";
+  std::vector<testing::ToyCase> cases;
+  for (int i = 0; i < 3; ++i) cases.push_back(testing::square_case(40, 8, 10 + i, 28 - i, 30));
+  testing::write_toy_dataset(root, "toy", "square", cases, "p");
   auto corpus = data::Corpus::open(root.string());
   ProtocolOptions o;
   o.dataset = "toy";
