@@ -116,6 +116,13 @@ bool is_memory_choice(const std::string& name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
+std::string memory_choices_hint() {
+  const auto& names = memory_choices();
+  std::string hint = "use " + names.front();
+  for (size_t i = 1; i < names.size(); ++i) hint += (i + 1 == names.size() ? " or " : ", ") + names[i];
+  return hint;
+}
+
 std::string resolve_memory_path(const std::string& checkpoint, const std::string& choice) {
   if (choice == "none") return "";
   if (!choice.empty() && choice != "auto") return choice;

@@ -169,7 +169,7 @@ ProtocolResult run_protocol(const data::Corpus& corpus, models::SegICLModelImpl*
   std::string post_label;
   for (const auto& step : o.postprocess) post_label += "+" + step;
   if (!data::is_memory_choice(o.memory_choice))
-    SEGICL_THROW(UsageError, "unknown memory choice '" + o.memory_choice + "'", "", "use similar or spread");
+    SEGICL_THROW(UsageError, "unknown memory choice '" + o.memory_choice + "'", "", data::memory_choices_hint());
   infer::check_postprocess_steps(o.postprocess);  // now, not after the first volume
   // Method "unet": one U-Net per patient fold, trained on every plane of the fold's support cases
   // (all tasks at once, one output channel each), predicts the fold's query cases up front.

@@ -104,11 +104,17 @@ bool is_postprocess_step(const std::string& name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
+std::string postprocess_steps_hint() {
+  const auto& names = postprocess_steps();
+  std::string hint = "use " + names.front();
+  for (size_t i = 1; i < names.size(); ++i) hint += (i + 1 == names.size() ? " and/or " : ", ") + names[i];
+  return hint + " (comma-separated)";
+}
+
 void check_postprocess_steps(const std::vector<std::string>& steps) {
   for (const auto& step : steps)
     if (!step.empty() && !is_postprocess_step(step))
-      SEGICL_THROW(UsageError, "unknown post-processing step '" + step + "'", "",
-                   "use largest-cc and/or fill-holes (comma-separated)");
+      SEGICL_THROW(UsageError, "unknown post-processing step '" + step + "'", "", postprocess_steps_hint());
 }
 
 void postprocess(io::LabelMap& mask, const std::vector<std::string>& steps, int axis) {

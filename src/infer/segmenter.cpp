@@ -50,7 +50,7 @@ void check_options(const SegmentOptions& o) {
   if (!(o.threshold >= 0.0 && o.threshold <= 1.0)) bad("threshold must be in [0, 1]");
   check_postprocess_steps(o.postprocess);
   if (!data::is_memory_choice(o.memory_choice))
-    bad("unknown memory choice '" + o.memory_choice + "' (use similar or spread)");
+    bad("unknown memory choice '" + o.memory_choice + "' (" + data::memory_choices_hint() + ")");
 }
 
 void check_volume(const io::Volume& v, const std::string& what) {

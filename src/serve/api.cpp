@@ -291,14 +291,13 @@ SegmentRequest parse_segment_request(const std::vector<FormPart>& parts,
   o.memory_examples = static_cast<int>(settings.number("memory_examples", o.memory_examples, 0, 64, true));
   o.memory_choice = lower(settings.text("memory_choice", o.memory_choice));
   if (!data::is_memory_choice(o.memory_choice))
-    bad(400, "unknown memory_choice '" + o.memory_choice + "'", "memory_choice", "use similar or spread");
+    bad(400, "unknown memory_choice '" + o.memory_choice + "'", "memory_choice", data::memory_choices_hint());
   req.label = static_cast<int>(settings.number("label", -1, -1, 65535, true));
   o.modality = settings.text("modality", "");
   o.postprocess = settings.list("post", {});
   for (const auto& step : o.postprocess)
     if (!infer::is_postprocess_step(step))
-      bad(400, "unknown post-processing step '" + step + "'", "post",
-          "use largest-cc and/or fill-holes");
+      bad(400, "unknown post-processing step '" + step + "'", "post", infer::postprocess_steps_hint());
 
   const std::string format = lower(settings.text("format", "auto"));
   if (format == "nifti" || format == "nii.gz" || format == "nii") {

@@ -73,6 +73,13 @@ TEST(Postprocess, AppliesNamedStepsAndRejectsUnknownOnes) {
   postprocess(m, {"largest-cc", "fill-holes"});
   EXPECT_EQ(count_foreground(m), 25);
   EXPECT_THROW(postprocess(m, {"erode"}), UsageError);
+  try {
+    check_postprocess_steps({"largest-cc", "", "erode"});
+    ADD_FAILURE() << "erode was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("'erode'"), std::string::npos) << e.what();
+    EXPECT_EQ(e.hint(), "use largest-cc and/or fill-holes (comma-separated)") << "the hint lists the known steps";
+  }
 }
 
 }  // namespace

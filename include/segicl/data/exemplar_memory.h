@@ -92,6 +92,8 @@ std::string resolve_memory_path(const std::string& checkpoint, const std::string
 // (ExemplarMemory::recall_similar) and "spread" (ExemplarMemory::recall), in that order.
 const std::vector<std::string>& memory_choices();
 bool is_memory_choice(const std::string& name);
+// The hint for an unknown choice, from that list: "use similar or spread".
+std::string memory_choices_hint();
 
 // Lower-cased alphanumeric words of `text` without instruction filler ("segment", "the", ...) and
 // with a plural "s" dropped; shared by match() and its tests.

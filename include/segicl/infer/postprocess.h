@@ -26,6 +26,8 @@ void fill_holes(io::LabelMap& mask, int axis = 2);
 // The steps postprocess() knows, in the order messages list them: "largest-cc", "fill-holes".
 const std::vector<std::string>& postprocess_steps();
 bool is_postprocess_step(const std::string& name);
+// The hint for an unknown step, from that list: "use largest-cc and/or fill-holes (comma-separated)".
+std::string postprocess_steps_hint();
 
 // UsageError naming the first step that is not one of postprocess_steps() (empty items, as a
 // doubled comma leaves, are skipped), and the known ones; lets a caller refuse a bad list before
