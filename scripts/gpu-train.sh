@@ -6,7 +6,8 @@
 # Env: ARCH (crossconv: one stage from the shipped models/segicl-crossconv.pt, the default; segicl:
 #      the paper architecture's two stages), BUDGET (s, default 540), PRESET (crossconv-cpu / cpu), S1_SHARE (0.4), BATCH1 (64), BATCH2 (48),
 #      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights),
-#      NPROC (GPUs to train on with c10d/NCCL, default: all visible; batches are per GPU).
+#      NPROC (GPUs to train on with c10d/NCCL, default: all visible; batches are per GPU),
+#      TRAIN_FLAGS (more `segicl train` flags for the training runs, e.g. "--empty-queries 0.3").
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 BUDGET=${BUDGET:-540}
@@ -18,6 +19,7 @@ S1_SHARE=${S1_SHARE:-0.4}
 BATCH1=${BATCH1:-64}
 BATCH2=${BATCH2:-48}
 INIT=${INIT:-}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
 NPROC=${NPROC:-$(nvidia-smi -L 2> /dev/null | wc -l)}
 [ "${NPROC:-0}" -ge 1 ] || NPROC=1
 t0=$SECONDS
@@ -49,7 +51,7 @@ if [ "$ARCH" = crossconv ]; then
   echo "crossconv: ${rate} steps/s -> $steps steps in ~$seconds s"
   $bin train --stage 1 --preset "$PRESET" $init_flag $common --val-pack "$VAL" --out runs/gpu-cc --steps "$steps" \
     --batch-size "$BATCH1" --lr 1e-3 --warmup 200 --min-context 0 --max-context 8 --val-every 500 \
-    --val-episodes 64 --checkpoint-every 1000000 --max-seconds "$seconds"
+    --val-episodes 64 --checkpoint-every 1000000 --max-seconds "$seconds" $TRAIN_FLAGS
   for name in checkpoint best; do
     if [ -f "runs/gpu-cc/$name.pt" ]; then
       $bin model export "runs/gpu-cc/$name.pt" "/tmp/$name-fp16.pt"
@@ -68,7 +70,7 @@ if [ -z "$INIT" ]; then
   steps=$(python3 -c "print(max(50, int(${rate:-1} * $seconds * 0.9)))")
   echo "stage 1: ${rate} steps/s -> $steps steps in ~$seconds s"
   $bin train --stage 1 --preset "$PRESET" $common --out runs/gpu-s1 --steps "$steps" --batch-size "$BATCH1" \
-    --lr 1e-3 --warmup 200 --checkpoint-every 1000000 --max-seconds "$seconds"
+    --lr 1e-3 --warmup 200 --checkpoint-every 1000000 --max-seconds "$seconds" $TRAIN_FLAGS
   INIT=runs/gpu-s1/checkpoint.pt
   keep_stage1="yes"
 fi
@@ -79,7 +81,7 @@ steps=$(python3 -c "print(max(50, int(${rate:-1} * $seconds * 0.85)))")
 echo "stage 2: ${rate} steps/s -> $steps steps in ~$seconds s"
 $bin train --stage 2 --init "$INIT" $common --val-pack "$VAL" --out runs/gpu-s2 --steps "$steps" \
   --batch-size "$BATCH2" --lr 5e-4 --warmup 200 --val-every 500 --val-episodes 64 \
-  --checkpoint-every 1000000 --max-seconds "$seconds"
+  --checkpoint-every 1000000 --max-seconds "$seconds" $TRAIN_FLAGS
 echo "stage 2 done at $((SECONDS - t0)) s"
 
 # CPU/GPU agreement: validation Dice of the final weights on each device (lr 0: one step that does

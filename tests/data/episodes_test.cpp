@@ -13,8 +13,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A pack of 4 patients x 5 slices with a square "liver" that moves with the slice.
-std::shared_ptr<const Pack> toy_pack(PackPurpose purpose) {
+// A pack of 4 patients x 5 slices with a square "liver" that moves with the slice; with
+// `spleen_slices`, slices 0 and 1 hold a "spleen" (label 2) instead, so each task has slices
+// without its structure (its negatives).
+std::shared_ptr<const Pack> toy_pack(PackPurpose purpose, bool spleen_slices = false) {
   Dataset d;
   d.name = "toy_ct";
   d.modality = "CT";
@@ -22,6 +24,7 @@ std::shared_ptr<const Pack> toy_pack(PackPurpose purpose) {
   d.dims = 3;
   d.role = Role::kTrain;
   d.tasks = {{"toy_ct/liver", "liver", {1}}};
+  if (spleen_slices) d.tasks.push_back({"toy_ct/spleen", "spleen", {2}});
   for (int i = 0; i < 4; ++i) d.cases.push_back({"c" + std::to_string(i), "g" + std::to_string(i), "", "", "", {}, "", purpose == PackPurpose::kVal ? Split::kVal : Split::kTrain});
   PackOptions options;
   options.preprocess.resolution = 32;
@@ -31,7 +34,7 @@ std::shared_ptr<const Pack> toy_pack(PackPurpose purpose) {
     v.image = torch::full({1, 5, 32, 32}, 0.2);
     v.labels = torch::zeros({5, 32, 32}, torch::kInt32);
     for (int s = 0; s < 5; ++s) {
-      v.labels[s].slice(0, 4 + s, 14 + s).slice(1, 8, 20).fill_(1);
+      v.labels[s].slice(0, 4 + s, 14 + s).slice(1, 8, 20).fill_(spleen_slices && s < 2 ? 2 : 1);
       v.image[0][s].slice(0, 4 + s, 14 + s).slice(1, 8, 20).fill_(0.8);
     }
     writer.add_case(d, d.cases[i], v);
@@ -77,6 +80,28 @@ TEST(EpisodeSampler, MasksFollowImagesWithoutAugmentation) {
   EXPECT_TRUE(torch::equal((batch.context_images > 0.5).to(torch::kFloat32), batch.context_masks));
   for (const auto& text : batch.instructions)
     if (!text.empty()) EXPECT_NE(text.find("liver"), std::string::npos) << text;
+}
+
+TEST(EpisodeSampler, EmptyQueryFractionDrawsQueriesWithoutTheStructure) {
+  EpisodeOptions options;
+  options.resolution = 32;
+  options.synthetic_fraction = 0;
+  options.augment = false;
+  options.min_context = options.max_context = 2;
+  auto pack = toy_pack(PackPurpose::kTrain, true);
+  auto empty_queries = [&](double fraction) {
+    options.empty_query_fraction = fraction;
+    EpisodeSampler sampler(pack, options, 5);
+    auto batch = sampler.sample(32);
+    // Every context pair shows its structure either way; only the query may not.
+    EXPECT_TRUE((batch.context_masks.flatten(2).sum(2) > 0).all().item<bool>());
+    return (batch.query_masks.flatten(1).sum(1) == 0).sum().item<int64_t>();
+  };
+  EXPECT_EQ(empty_queries(0.0), 0);
+  EXPECT_EQ(empty_queries(1.0), 32) << "every query from the task's negatives";
+  const auto some = empty_queries(0.3);
+  EXPECT_GT(some, 2);
+  EXPECT_LT(some, 20);
 }
 
 TEST(EpisodeSampler, SameSeedSameEpisodesAndStateResumesExactly) {

@@ -58,6 +58,10 @@ void register_train(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str();
   cmd->add_option("--synthetic", o.episodes.synthetic_fraction, "Share of synthetic tasks")
       ->capture_default_str();
+  cmd->add_option("--empty-queries", o.episodes.empty_query_fraction,
+                  "Share of real episodes whose query is a slice without the structure (target: an empty mask)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--text-dropout", o.episodes.text_dropout,
                   "Probability of no instruction when k > 0")
       ->capture_default_str();
