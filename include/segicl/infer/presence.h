@@ -9,8 +9,8 @@
 // Measured (RESULTS.md, session 12): with the shipped CPU-trained model it does not work yet. Its
 // one-example predictions are too weak and the agreement is flat across planes (0.3-0.5 whether
 // the structure is there or not on mscmr_bssfp's val split), so `segicl eval --presence-check`
-// changes Dice by < 0.2 points there. Kept for eval, to re-test on a GPU-trained model; the
-// segmenter does not use it.
+// moves mean Dice there by at most 0.4 points, never up. Kept for eval, to re-test on a
+// GPU-trained model; the segmenter does not use it.
 #pragma once
 
 #include <torch/types.h>
