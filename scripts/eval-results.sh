@@ -10,7 +10,8 @@
 # range and the mean per-slice 2D Dice (scripts/results-table.py --metric); session 11 re-ran
 # chaos_universeg, chaos_unet, btcv_crossconv and btcv_unet with their commands below for them
 # (the model rows came out bit-identical; the U-Nets' did not: their training is not
-# bit-reproducible). btcv_universeg and the memory/ablation runs predate these scores.
+# bit-reproducible); session 12 re-ran btcv_universeg (bit-identical). The memory/ablation runs
+# predate these scores.
 # Usage: scripts/eval-results.sh [BUILD_DIR=build] [table1|chaos|btcv|medscribble|fundus|ablation|memory-ablation|similar|post|presence|empty-queries|decoder|unet|all]
 set -euo pipefail
 build=${1:-build}
