@@ -15,7 +15,13 @@ export PATH=/usr/local/cuda/bin:$PATH
 # wheel, else the CUDA toolkit; without it the build trains on one GPU per job (see configure log).
 nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' \
   2> /dev/null || echo /usr/local/cuda/include)
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+# On the GPU machine: its image has its own spdlog in /usr/include (built for another fmt), and
+# PyTorch's include folder bundles fmt 12, which Debian's spdlog 1.10 cannot compile against
+# (first GPU build, session 12). So the travelling headers are forced, and put first with -I:
+# GCC searches -I folders before the -isystem ones of imported targets (torch's included).
+gpu_flags=()
+[ -n "$prefix" ] && gpu_flags=(-DSEGICL_FORCE_DEPS_DIR=ON "-DCMAKE_CXX_FLAGS=-I$deps/include")
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" "${gpu_flags[@]}" \
   -DSEGICL_WITH_ITK=OFF -DSEGICL_BUILD_TESTS=OFF -DSEGICL_BUILD_BENCH=OFF \
   -DSEGICL_DEPS_DIR="$deps" -DTORCH_CUDA_ARCH_LIST="9.0" -DSEGICL_NCCL_INCLUDE_DIR="$nccl" \
   ${SEGICL_CMAKE_FLAGS:-}
