@@ -40,10 +40,8 @@ torch::Tensor drop_absent_planes(const torch::Tensor& probabilities, const torch
   if (min_relative_agreement <= 0) return out;
   const double best = agreement.max().item<double>();
   if (best <= 0) return out;
-  auto absent = agreement < min_relative_agreement * best;
-  for (int64_t s = 0; s < out.size(0); ++s)
-    if (absent[s].item<bool>()) out[s].zero_();
-  return out;
+  auto absent = (agreement < min_relative_agreement * best).to(out.device()).view({-1, 1, 1});
+  return out.masked_fill_(absent, 0);
 }
 
 }  // namespace segicl::infer

@@ -48,6 +48,18 @@ data::Corpus write_square_corpus(const fs::path& root, int patients = 3, bool tr
   return data::Corpus::open(root.string());  // no README: the dataset is ood, all cases are queries
 }
 
+// Options scoring only the model (rows labelled "m", no HD95) on write_square_corpus's "toy".
+ProtocolOptions model_rows_on_toy(std::vector<int> num_examples) {
+  ProtocolOptions o;
+  o.dataset = "toy";
+  o.num_examples = std::move(num_examples);
+  o.draws = 1;
+  o.methods = {"segicl"};
+  o.model_label = "m";
+  o.hd95 = false;
+  return o;
+}
+
 TEST(Protocol, AtlasOfIdenticalPatientsIsPerfectOnTheirSlices) {
   if (!io::available()) GTEST_SKIP() << "built without ITK";
   // The atlas of any examples is the square itself.
@@ -101,13 +113,7 @@ TEST(Protocol, PresenceRowsSitBesideTheRawOnesAndOnlyEmptyWholePlanes) {
   auto corpus = write_square_corpus(root);
   torch::manual_seed(5);
   models::SegICLModel model(models::load_preset("crossconv-tiny"));
-  ProtocolOptions o;
-  o.dataset = "toy";
-  o.num_examples = {0, 1};
-  o.draws = 1;
-  o.methods = {"segicl"};
-  o.model_label = "m";
-  o.hd95 = false;
+  auto o = model_rows_on_toy({0, 1});
   o.presence_fractions = {0.5, 1.0};
   auto result = run_protocol(corpus, model.get(), o);
   // Per case and x: the raw row, then one per fraction. A 2D query is one plane, the best plane
@@ -131,13 +137,7 @@ TEST(Protocol, PostProcessedRowsSitBesideTheRawOnesOfTheSamePrediction) {
   auto corpus = write_square_corpus(root);
   torch::manual_seed(5);
   models::SegICLModel model(models::load_preset("crossconv-tiny"));
-  ProtocolOptions o;
-  o.dataset = "toy";
-  o.num_examples = {1};
-  o.draws = 1;
-  o.methods = {"segicl"};
-  o.model_label = "m";
-  o.hd95 = false;
+  auto o = model_rows_on_toy({1});
   auto raw = run_protocol(corpus, model.get(), o);
   o.postprocess = {"largest-cc", "fill-holes"};
   auto post = run_protocol(corpus, model.get(), o);
