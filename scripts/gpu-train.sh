@@ -7,7 +7,8 @@
 #      the paper architecture's two stages), BUDGET (s, default 540), PRESET (crossconv-cpu / cpu), S1_SHARE (0.4), BATCH1 (64), BATCH2 (48),
 #      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights),
 #      NPROC (GPUs to train on with c10d/NCCL, default: all visible; batches are per GPU),
-#      TRAIN_FLAGS (more `segicl train` flags for the training runs, e.g. "--empty-queries 0.3").
+#      TRAIN_FLAGS (more `segicl train` flags for the training runs, e.g. "--empty-queries 0.3"),
+#      COMPARE_SAMPLING (1: a 20-step probe with host-side sampling beside the device one; 0: skip).
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 BUDGET=${BUDGET:-540}
@@ -46,6 +47,14 @@ if [ "$ARCH" = crossconv ]; then
   init_flag=""
   [ -f "$INIT" ] || [ -f "$INIT.00" ] && init_flag="--init $INIT"
   rate=$($bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe1 --steps 30 --batch-size "$BATCH1" --max-context 8 | rate_of)
+  # Episodes are augmented on the GPU since session 13 (--sample-on auto); session 12 sampled on
+  # the host and trained at 1.6 steps/s. One short host probe measures what the change buys.
+  if [ "${COMPARE_SAMPLING:-1}" = 1 ]; then
+    host_rate=$($bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe-host --steps 20 \
+      --batch-size "$BATCH1" --max-context 8 --sample-on host | rate_of)
+    echo "sampling on the device: ${rate} steps/s, on the host: ${host_rate} steps/s (batch $BATCH1)" |
+      tee "$OUT/sampling.txt"
+  fi
   seconds=$(($(left) - 45))
   steps=$(python3 -c "print(max(50, int(${rate:-1} * $seconds * 0.9)))")
   echo "crossconv: ${rate} steps/s -> $steps steps in ~$seconds s"

@@ -3,7 +3,13 @@
 
 #include <torch/torch.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "segicl/core/log.h"
@@ -14,6 +20,20 @@ void set_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   log::get("core")->debug("intra-op threads: {}", at::get_num_threads());
+}
+
+void reuse_large_blocks() {
+#if defined(__GLIBC__)
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("SEGICL_MALLOC_DEFAULTS") || std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") ||
+      (tunables && (std::strstr(tunables, "mmap_threshold") || std::strstr(tunables, "trim_threshold"))))
+    return;
+  constexpr int kOneGiB = 1 << 30;
+  // Both: a high mmap threshold puts large blocks on the heap, a high trim threshold keeps the
+  // heap's free top (where they were) instead of handing it back to the kernel at every free.
+  const bool set = mallopt(M_MMAP_THRESHOLD, kOneGiB) == 1 && mallopt(M_TRIM_THRESHOLD, kOneGiB) == 1;
+  log::get("core")->debug("large blocks kept on the heap for reuse: {}", set ? "yes" : "refused by malloc");
+#endif
 }
 
 double check_blas_speed() {

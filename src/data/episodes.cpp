@@ -1,5 +1,6 @@
 // Episode sampler: real tasks from a pack, synthetic tasks, augmentation — all batched in torch so
-// sampling stays far cheaper than a training step.
+// sampling stays far cheaper than a training step. Random numbers are drawn on the host; the
+// arithmetic runs where compute_on() put it (see episodes.h).
 #include "segicl/data/episodes.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -24,8 +25,8 @@ torch::Tensor upsample(const torch::Tensor& x, int64_t size) {
 }
 
 // Identity sampling grid [N, R, R, 2] in grid_sample's [-1, 1] coordinates.
-torch::Tensor identity_grid(int64_t n, int64_t r) {
-  auto theta = torch::tensor({1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f}).view({1, 2, 3}).expand({n, 2, 3});
+torch::Tensor identity_grid(int64_t n, int64_t r, const torch::Device& device) {
+  auto theta = torch::tensor({1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f}).to(device).view({1, 2, 3}).expand({n, 2, 3});
   return F::affine_grid(theta, {n, 1, r, r}, false);
 }
 
@@ -36,27 +37,39 @@ torch::Tensor warp(const torch::Tensor& x, const torch::Tensor& grid, bool neare
 
 double uniform(std::mt19937_64& rng) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); }
 
+// Draws from the host generator moved to where the arithmetic runs. Drawing on the host keeps one
+// random stream for every device: the same seed gives the same episodes on CPU and CUDA (up to the
+// devices' float kernels), and the sampler state stays the host RNG's text.
+struct HostDraws {
+  torch::Generator& generator;
+  torch::Device device;
+  torch::Tensor rand(at::IntArrayRef sizes) const { return torch::rand(sizes, generator).to(device); }
+  torch::Tensor randn(at::IntArrayRef sizes) const { return torch::randn(sizes, generator).to(device); }
+};
+
 }  // namespace
 
-std::pair<torch::Tensor, torch::Tensor> synthetic_task(int subjects, int resolution, torch::Generator& gen) {
+std::pair<torch::Tensor, torch::Tensor> synthetic_task(int subjects, int resolution, torch::Generator& gen,
+                                                       const torch::Device& device) {
   const int64_t s = subjects, r = resolution;
+  const HostDraws draw{gen, device};
   const int64_t num_labels = 2 + torch::randint(5, {1}, gen).item<int64_t>();
   const int64_t grid = 4 + torch::randint(5, {1}, gen).item<int64_t>();
   // One label template per task, perturbed and deformed per subject (UniverSeg §3.3 style).
-  auto base = torch::randn({1, num_labels, grid, grid}, gen);
-  auto logits = base + 0.35 * torch::randn({s, num_labels, grid, grid}, gen);
+  auto base = draw.randn({1, num_labels, grid, grid});
+  auto logits = base + 0.35 * draw.randn({s, num_labels, grid, grid});
   logits = upsample(logits, r);
-  auto displacement = upsample(torch::randn({s, 2, 4, 4}, gen) * 0.08, r).permute({0, 2, 3, 1});
-  logits = warp(logits, identity_grid(s, r) + displacement, false);
+  auto displacement = upsample(draw.randn({s, 2, 4, 4}) * 0.08, r).permute({0, 2, 3, 1});
+  logits = warp(logits, identity_grid(s, r, device) + displacement, false);
   auto labels = logits.argmax(1);  // [S, R, R]
 
-  auto means = torch::rand({1, num_labels}, gen) + 0.05 * torch::randn({s, num_labels}, gen);
+  auto means = draw.rand({1, num_labels}) + 0.05 * draw.randn({s, num_labels});
   auto image = means.gather(1, labels.view({s, -1})).view({s, 1, r, r});
-  auto texture = upsample(torch::randn({s, 1, r / 8, r / 8}, gen), r) * (0.1 * torch::rand({1}, gen).item<float>());
+  auto texture = upsample(draw.randn({s, 1, r / 8, r / 8}), r) * (0.1 * torch::rand({1}, gen).item<float>());
   image = image + texture;
   if (torch::rand({1}, gen).item<float>() < 0.5f)
     image = F::avg_pool2d(image, F::AvgPool2dFuncOptions(3).stride(1).padding(1).count_include_pad(false));
-  image = image + torch::randn(image.sizes(), gen) * (0.04 * torch::rand({1}, gen).item<float>());
+  image = image + draw.randn(image.sizes()) * (0.04 * torch::rand({1}, gen).item<float>());
   image = image.clamp(0, 1);
   const int64_t target = torch::randint(num_labels, {1}, gen).item<int64_t>();
   auto masks = (labels == target).unsqueeze(1).to(torch::kFloat32);
@@ -99,12 +112,23 @@ EpisodeSampler::EpisodeSampler(std::shared_ptr<const Pack> pack, EpisodeOptions 
   if (usable_tasks_.empty() && options_.synthetic_fraction < 1.0)
     SEGICL_THROW(DataError, "no task in the pack has positives in two patients", "",
                  "pack more cases, or train on synthetic tasks only (synthetic_fraction = 1)");
+  images_ = pack_->images();
+  labels_ = pack_->labels();
+}
+
+void EpisodeSampler::compute_on(const torch::Device& device) {
+  device_ = device;
+  // The whole pack moves once (uint8: 0.13 GB of images and labels for the training pool at
+  // 128^2), so a batch reads its slices there instead of crossing the bus as float32 episodes.
+  images_ = pack_->images().to(device);
+  labels_ = pack_->labels().to(device);
 }
 
 EpisodeBatch EpisodeSampler::sample(int batch_size) {
   const int64_t b = batch_size, kmax = options_.max_context, n = kmax + 1;
   const int64_t pr = pack_->resolution(), c = pack_->channels(), r = options_.resolution;
   torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(rng_());
+  const auto on_device = torch::TensorOptions().device(device_);
 
   std::vector<int64_t> slice_of(b * n, -1);      // pack slice per slot, -1 = none
   std::vector<int64_t> task_of(b, -1);           // real task per episode, -1 = synthetic
@@ -112,14 +136,14 @@ EpisodeBatch EpisodeSampler::sample(int batch_size) {
   EpisodeBatch batch;
   batch.instructions.resize(b);
   batch.task_names.resize(b);
-  auto images = torch::zeros({b, n, c, r, r});
-  auto masks = torch::zeros({b, n, 1, r, r});
+  auto images = torch::zeros({b, n, c, r, r}, on_device);
+  auto masks = torch::zeros({b, n, 1, r, r}, on_device);
 
   for (int64_t e = 0; e < b; ++e) {
     int64_t k = std::uniform_int_distribution<int64_t>(options_.min_context, kmax)(rng_);
     const bool synthetic = usable_tasks_.empty() || uniform(rng_) < options_.synthetic_fraction;
     if (synthetic) {
-      auto [syn_images, syn_masks] = synthetic_task(static_cast<int>(k + 1), static_cast<int>(r), gen);
+      auto [syn_images, syn_masks] = synthetic_task(static_cast<int>(k + 1), static_cast<int>(r), gen, device_);
       for (int64_t i = 0; i < k; ++i) {
         images[e][i].copy_(syn_images[i].expand({c, r, r}));
         masks[e][i].copy_(syn_masks[i]);
@@ -161,16 +185,17 @@ EpisodeBatch EpisodeSampler::sample(int batch_size) {
   for (int64_t i = 0; i < b * n; ++i)
     if (slice_of[i] >= 0) slots.push_back(i), sources.push_back(slice_of[i]);
   if (!slots.empty()) {
-    auto source_index = torch::tensor(sources);
-    auto slot_index = torch::tensor(slots);
-    auto real_images = pack_->images().index_select(0, source_index).to(torch::kFloat32).div_(255.0);
-    auto real_labels = pack_->labels().index_select(0, source_index).to(torch::kLong);
+    auto source_index = torch::tensor(sources).to(device_);
+    auto slot_index = torch::tensor(slots).to(device_);
+    auto real_images = images_.index_select(0, source_index).to(torch::kFloat32).div_(255.0);
+    auto real_labels = labels_.index_select(0, source_index).to(torch::kLong);
     // Filled on the host: one tensor op per entry would cost more than the whole gather.
     std::vector<float> lookup(slots.size() * 256, 0.0f);
     for (size_t j = 0; j < slots.size(); ++j)
       for (int id : pack_->tasks()[task_of[slots[j] / n]].label_ids)
         if (id >= 0 && id < 256) lookup[j * 256 + id] = 1.0f;
-    auto table = torch::from_blob(lookup.data(), {static_cast<int64_t>(slots.size()), 256}, torch::kFloat32);
+    auto table = torch::from_blob(lookup.data(), {static_cast<int64_t>(slots.size()), 256}, torch::kFloat32)
+                     .to(device_);
     auto real_masks = table.gather(1, real_labels.view({static_cast<int64_t>(slots.size()), -1}))
                           .view({-1, 1, pr, pr});
     if (pr != r) {
@@ -190,6 +215,7 @@ EpisodeBatch EpisodeSampler::sample(int batch_size) {
   auto valid = torch::zeros({b, kmax}, torch::kBool);
   for (int64_t e = 0; e < b; ++e)
     if (context_count[e] > 0) valid[e].slice(0, 0, context_count[e]).fill_(true);
+  valid = valid.to(device_);
   auto valid5 = valid.view({b, kmax, 1, 1, 1}).to(torch::kFloat32);
   batch.context_images = images.slice(1, 0, kmax) * valid5;
   batch.context_masks = masks.slice(1, 0, kmax) * valid5;
@@ -202,7 +228,8 @@ EpisodeBatch EpisodeSampler::sample(int batch_size) {
 void EpisodeSampler::augment(torch::Tensor& images, torch::Tensor& masks, torch::Generator& gen) {
   const auto& a = options_.augmentation;
   const int64_t b = images.size(0), n = images.size(1), c = images.size(2), r = images.size(3);
-  auto per_task = [&](double p) { return (torch::rand({b, 1, 1, 1, 1}, gen) < p); };
+  const HostDraws draw{gen, device_};
+  auto per_task = [&](double p) { return (draw.rand({b, 1, 1, 1, 1}) < p); };
   // Task-level: the same for query and context, so the task stays consistent within an episode.
   auto transpose = per_task(a.transpose_probability);
   images = torch::where(transpose, images.transpose(-1, -2), images);
@@ -216,25 +243,25 @@ void EpisodeSampler::augment(torch::Tensor& images, torch::Tensor& masks, torch:
   images = torch::where(invert, 1.0 - images, images);
   auto swap = per_task(a.swap_probability);
   masks = torch::where(swap, 1.0 - masks, masks);
-  auto gamma = torch::exp((torch::rand({b, 1, 1, 1, 1}, gen) * 2 - 1) * std::log1p(a.gamma_range));
-  auto contrast = 1.0 + (torch::rand({b, 1, 1, 1, 1}, gen) * 2 - 1) * a.contrast_range;
-  auto brightness = (torch::rand({b, 1, 1, 1, 1}, gen) * 2 - 1) * (a.contrast_range / 2);
+  auto gamma = torch::exp((draw.rand({b, 1, 1, 1, 1}) * 2 - 1) * std::log1p(a.gamma_range));
+  auto contrast = 1.0 + (draw.rand({b, 1, 1, 1, 1}) * 2 - 1) * a.contrast_range;
+  auto brightness = (draw.rand({b, 1, 1, 1, 1}) * 2 - 1) * (a.contrast_range / 2);
   images = (images.clamp_min(0).pow(gamma) * contrast + brightness).clamp(0, 1);
 
   // Geometry: per-image affine plus a task-level smooth elastic field, in one resampling.
   const int64_t m = b * n;
-  auto angle = (torch::rand({m}, gen) * 2 - 1) * (a.rotation_degrees * M_PI / 180.0);
-  auto scale = 1.0 + (torch::rand({m}, gen) * 2 - 1) * a.scale_range;
-  auto shift = (torch::rand({m, 2}, gen) * 2 - 1) * (2 * a.translate_fraction);
+  auto angle = (draw.rand({m}) * 2 - 1) * (a.rotation_degrees * M_PI / 180.0);
+  auto scale = 1.0 + (draw.rand({m}) * 2 - 1) * a.scale_range;
+  auto shift = (draw.rand({m, 2}) * 2 - 1) * (2 * a.translate_fraction);
   auto cos_a = torch::cos(angle) / scale, sin_a = torch::sin(angle) / scale;
   auto theta = torch::stack({cos_a, -sin_a, shift.select(1, 0), sin_a, cos_a, shift.select(1, 1)}, 1).view({m, 2, 3});
   auto grid = F::affine_grid(theta, {m, 1, r, r}, false);
-  auto field = upsample(torch::randn({b, 2, 4, 4}, gen) * (2 * a.elastic_strength), r).permute({0, 2, 3, 1});
+  auto field = upsample(draw.randn({b, 2, 4, 4}) * (2 * a.elastic_strength), r).permute({0, 2, 3, 1});
   grid = grid + field.unsqueeze(1).expand({b, n, r, r, 2}).reshape({m, r, r, 2});
   images = warp(images.reshape({m, c, r, r}), grid, false);
   masks = warp(masks.reshape({m, 1, r, r}), grid, true);
-  auto sigma = torch::rand({m, 1, 1, 1}, gen) * a.noise_std;
-  images = (images + torch::randn(images.sizes(), gen) * sigma).clamp(0, 1).view({b, n, c, r, r});
+  auto sigma = draw.rand({m, 1, 1, 1}) * a.noise_std;
+  images = (images + draw.randn(images.sizes()) * sigma).clamp(0, 1).view({b, n, c, r, r});
   masks = masks.view({b, n, 1, r, r});
 }
 

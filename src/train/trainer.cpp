@@ -275,7 +275,7 @@ Json TrainOptions::to_json() const {
           {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps}, {"grad_clip", grad_clip},
           {"log_every", log_every}, {"checkpoint_every", checkpoint_every}, {"val_every", val_every},
           {"val_episodes", val_episodes}, {"lora_rank", lora_rank}, {"seed", seed}, {"device", device},
-          {"bf16", bf16}, {"max_seconds", max_seconds}, {"stop_at", stop_at}, {"episodes", episode_json(episodes)},
+          {"bf16", bf16}, {"sample_on", sample_on}, {"max_seconds", max_seconds}, {"stop_at", stop_at}, {"episodes", episode_json(episodes)},
           {"episode_sharding", episode_sharding}};
 }
 
@@ -302,6 +302,7 @@ TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
   o.seed = merged["seed"];
   o.device = merged["device"];
   o.bf16 = merged["bf16"];
+  o.sample_on = merged["sample_on"];
   o.max_seconds = merged["max_seconds"];
   o.stop_at = merged["stop_at"];
   o.episode_sharding = merged["episode_sharding"];
@@ -338,8 +339,11 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
     o.max_seconds = requested.max_seconds;
     o.stop_at = requested.stop_at;
     o.device = requested.device;
+    o.sample_on = requested.sample_on;  // like the device: where it runs, not what it computes
   }
   if (o.stage != 1 && o.stage != 2) SEGICL_THROW(UsageError, "--stage must be 1 or 2", "", "");
+  if (o.sample_on != "auto" && o.sample_on != "host" && o.sample_on != "device")
+    SEGICL_THROW(UsageError, "unknown --sample-on '" + o.sample_on + "'", "", "use auto, host or device");
   if (o.pack.empty()) SEGICL_THROW(UsageError, "a training pack is required", "", "make one with `segicl pack`");
   torch::Device device = resolve_device(o.device);
   // ---- distributed job: join it before anything is read, so a bad rank fails the rendezvous -----
@@ -415,6 +419,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   };
   data::EpisodeSampler sampler(pack, o.episodes,
                                rank_streams && !root ? rank_sampler_seed(0) : derive_seed(o.seed, "episodes"));
+  const torch::Device sample_device = o.sample_on == "host" ? torch::Device(torch::kCPU) : device;
 
   int64_t start_step = 0;
   double best_val = -1;
@@ -463,6 +468,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
       logger->info("resumed {} at step {} (global batch {}, {} per process)", checkpoint_path, start_step,
                    global_batch, o.batch_size);
   }
+  sampler.compute_on(sample_device);  // after any re-construction above: the device copy goes with it
   if (root)
     write_file_atomic((dir / "config.resolved.json").string(),
                       Json{{"train", o.to_json()}, {"model", model->config().to_json()}}.dump(2));
@@ -541,7 +547,7 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
   }
   const auto started = std::chrono::steady_clock::now();
   auto window_start = started;
-  double window_loss = 0;
+  double window_loss = 0, window_wait = 0;  // window_wait: seconds the loop waited for episodes
   int64_t window_steps = 0, step = start_step;
   TrainResult result;
   for (; step < o.steps; ++step) {
@@ -554,8 +560,10 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
     }
     const double lr = learning_rate_at(o, step);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const auto wait_start = std::chrono::steady_clock::now();
     auto batch = (comm && !rank_streams ? shard_of(prefetcher->next(), rank, o.batch_size) : prefetcher->next())
                      .to(device);
+    window_wait += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
     optimizer.zero_grad();
     torch::Tensor loss;
     {
@@ -600,16 +608,22 @@ TrainResult run_training(const TrainOptions& requested, const std::string& run_d
       double total = std::chrono::duration<double>(now - started).count();
       result.last_loss = window_loss / window_steps;
       result.steps_per_second = rate;
+      // The share of the window spent waiting for episodes: near 0 means the model bounds the
+      // run, near 1 the sampler (then --sample-on device or more cores help, a bigger GPU not).
+      const double input_wait = window_wait / std::max(window, 1e-9);
       if (root) {
-        logger->info("step {}/{} loss {:.4f} lr {:.2e} {:.2f} steps/s ETA {:.0f} s", done, o.steps, result.last_loss,
-                     lr, rate, (o.steps - done) / std::max(rate, 1e-9));
+        logger->info("step {}/{} loss {:.4f} lr {:.2e} {:.2f} steps/s (waiting for episodes {:.0f} %) ETA {:.0f} s",
+                     done, o.steps, result.last_loss, lr, rate, 100 * input_wait,
+                     (o.steps - done) / std::max(rate, 1e-9));
         csv << done << "," << result.last_loss << "," << lr << "," << rate << "," << total << ","
             << (val_dice >= 0 ? std::to_string(val_dice) : "") << "\n";
         csv.flush();
-        metrics << Json{{"step", done}, {"loss", result.last_loss}, {"lr", lr}, {"steps_per_second", rate}}.dump() << "\n";
+        metrics << Json{{"step", done}, {"loss", result.last_loss}, {"lr", lr}, {"steps_per_second", rate},
+                        {"input_wait", input_wait}}.dump() << "\n";
         metrics.flush();
       }
       window_loss = 0;
+      window_wait = 0;
       window_steps = 0;
       window_start = now;
     }

@@ -118,6 +118,47 @@ TEST(EpisodeSampler, SameSeedSameEpisodesAndStateResumesExactly) {
   EXPECT_TRUE(torch::equal(c.sample(3).context_images, next.context_images));
 }
 
+// compute_on() moves where the arithmetic runs, never what is drawn: it takes nothing from the
+// sampler's stream, and on the host it leaves every episode as the default sampler draws it.
+TEST(EpisodeSampler, ComputeOnTheHostDrawsTheDefaultEpisodes) {
+  EpisodeOptions options;
+  options.resolution = 32;
+  options.max_context = 3;
+  options.empty_query_fraction = 0.3;
+  auto pack = toy_pack(PackPurpose::kTrain, true);
+  EpisodeSampler plain(pack, options, 4), placed(pack, options, 4);
+  placed.compute_on(torch::kCPU);
+  EXPECT_EQ(placed.state(), plain.state());
+  auto a = plain.sample(8), b = placed.sample(8);
+  EXPECT_TRUE(torch::equal(a.context_images, b.context_images));
+  EXPECT_TRUE(torch::equal(a.query_masks, b.query_masks));
+  EXPECT_EQ(a.instructions, b.instructions);
+  EXPECT_TRUE(b.query_images.device().is_cpu());
+}
+
+// The same seed on a CUDA device: the same tasks, slices, instructions and augmentation draws,
+// values equal up to the device's float kernels (a mask pixel on a resampling edge may flip).
+// Runs where a CUDA device is present (the GPU machine); skipped elsewhere.
+TEST(EpisodeSampler, DeviceSamplingDrawsTheHostsEpisodes) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  EpisodeOptions options;
+  options.resolution = 32;
+  options.max_context = 3;
+  options.empty_query_fraction = 0.3;
+  auto pack = toy_pack(PackPurpose::kTrain, true);
+  EpisodeSampler host(pack, options, 6), device(pack, options, 6);
+  device.compute_on(torch::kCUDA);
+  auto a = host.sample(16), b = device.sample(16);
+  EXPECT_TRUE(b.context_images.device().is_cuda());
+  EXPECT_EQ(a.instructions, b.instructions);
+  EXPECT_EQ(a.task_names, b.task_names);
+  EXPECT_TRUE(torch::equal(a.context_valid, b.context_valid.cpu()));
+  EXPECT_LT((a.context_images - b.context_images.cpu()).abs().max().item<float>(), 1e-3f);
+  EXPECT_LT((a.query_images - b.query_images.cpu()).abs().max().item<float>(), 1e-3f);
+  EXPECT_LT((a.context_masks != b.context_masks.cpu()).to(torch::kFloat32).mean().item<float>(), 0.01f);
+  EXPECT_EQ(host.state(), device.state());
+}
+
 TEST(EpisodeSampler, EvalPacksCannotFeedTraining) {
   EXPECT_THROW(EpisodeSampler(toy_pack(PackPurpose::kEval), {}, 1), UsageError);
 }

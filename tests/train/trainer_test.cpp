@@ -78,6 +78,22 @@ TEST_F(Trainer, ResumeIsExact) {
 
 // What a kill after the last checkpoint leaves: log rows of steps the resume trains again, and a
 // half-written last line. The resumed run's logs must read as one run: each step once, whole lines.
+// --sample-on is where the run works, like --device: a resume takes the one it is given, and a
+// name it does not know is refused before anything is written.
+TEST_F(Trainer, SampleOnIsCheckedAndAResumeTakesTheRequestedOne) {
+  options_.steps = 2;
+  options_.sample_on = "gpu";
+  EXPECT_THROW(run_training(options_, (dir_ / "bad").string(), false), UsageError);
+  EXPECT_FALSE(fs::exists(dir_ / "bad" / "checkpoint.pt"));
+  options_.sample_on = "device";  // the training device: the CPU here
+  EXPECT_EQ(run_training(options_, (dir_ / "run").string(), false).step, 2);
+  options_.steps = 3;
+  options_.sample_on = "host";
+  EXPECT_EQ(run_training(options_, (dir_ / "run").string(), true).step, 3);
+  auto meta = models::read_checkpoint_meta((dir_ / "run" / "checkpoint.pt").string());
+  EXPECT_EQ(meta["train"]["sample_on"], "host");
+}
+
 TEST_F(Trainer, ResumeDropsLogRowsPastTheCheckpointAndAHalfWrittenLine) {
   options_.steps = 4;
   options_.stop_at = 2;

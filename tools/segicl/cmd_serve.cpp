@@ -134,7 +134,7 @@ void register_serve(CLI::App& app, GlobalOptions& global) {
   cmd->callback([&global] {
     GlobalOptions g = global;
     if (threads >= 0) g.threads = threads;
-    start(g);
+    start(g, Process::kServer);
     run_serve(o);
   });
 }

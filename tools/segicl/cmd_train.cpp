@@ -71,6 +71,11 @@ void register_train(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--seed", o.seed, "Run seed")->capture_default_str();
   cmd->add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_option("--bf16", o.bf16, "bf16 autocast on CUDA")->capture_default_str();
+  cmd->add_option("--sample-on", o.sample_on,
+                  "Where episodes are gathered and augmented: auto (the training device), host (CPU) or device; "
+                  "the random draws are the host's either way")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "host", "device"}));
   cmd->add_option("--max-seconds", o.max_seconds,
                   "Stop with a checkpoint after this many seconds (0 = no limit)")
       ->capture_default_str();

@@ -45,7 +45,11 @@ inline std::vector<std::string> split_list(const std::string& text) {
 // that is not one, with `example` as the hint.
 std::vector<int> split_ints(const std::string& text, const std::string& option, const std::string& example);
 
+// A batch job (every verb but serve) keeps large freed blocks for reuse (runtime::reuse_large_blocks);
+// the server keeps glibc's defaults and its own arena limit, for a low resident size.
+enum class Process { kBatchJob, kServer };
+
 // Applies --threads/--log-level/--quiet and runs the BLAS check; called by every verb first.
-void start(const GlobalOptions& global);
+void start(const GlobalOptions& global, Process process = Process::kBatchJob);
 
 }  // namespace segicl::cli

@@ -9,9 +9,10 @@
 
 namespace segicl::cli {
 
-void start(const GlobalOptions& global) {
+void start(const GlobalOptions& global, Process process) {
   log::init(global.quiet ? "warn" : global.log_level, global.log_file);
   runtime::set_threads(global.threads);
+  if (process == Process::kBatchJob) runtime::reuse_large_blocks();
   runtime::check_blas_speed();
 }
 

@@ -34,6 +34,8 @@ struct TrainOptions {
   uint64_t seed = 0;                // run seed; every consumer derives its own from it
   std::string device = "auto";      // auto | cpu | cuda
   bool bf16 = true;                 // bf16 autocast on CUDA (never on CPU: ~30x slower there)
+  std::string sample_on = "auto";   // where episodes are augmented: auto (the training device),
+                                    // host (the CPU, as before session 13) or device
   int64_t max_seconds = 0;          // stop (with a checkpoint) after this wall time; 0 = no limit
   int64_t stop_at = 0;              // stop (with a checkpoint) at this step; the learning-rate
                                     // schedule still spans `steps` (0 = run to `steps`)
