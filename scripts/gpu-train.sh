@@ -8,7 +8,7 @@
 #      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights),
 #      NPROC (GPUs to train on with c10d/NCCL, default: all visible; batches are per GPU),
 #      TRAIN_FLAGS (more `segicl train` flags for the training runs, e.g. "--empty-queries 0.3"),
-#      COMPARE_SAMPLING (1: a 20-step probe with host-side sampling beside the device one; 0: skip).
+#      COMPARE_SAMPLING (1: a 30-step probe with host-side sampling beside the device one; 0: skip).
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 BUDGET=${BUDGET:-540}
@@ -27,6 +27,7 @@ t0=$SECONDS
 exec > >(tee -a "$OUT/gpu-train.log") 2>&1
 left() { echo $((BUDGET - (SECONDS - t0))); }
 rate_of() { sed -n 's/.*, \([0-9.]*\) steps\/s.*/\1/p' | tail -n 1; }
+loss_of() { sed -n 's/.*, loss \([0-9.]*\),.*/\1/p' | tail -n 1; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if build-gpu/bin/segicl --help > /dev/null 2>&1; then
@@ -46,13 +47,17 @@ if [ "$ARCH" = crossconv ]; then
   INIT=${INIT:-models/segicl-crossconv.pt}
   init_flag=""
   [ -f "$INIT" ] || [ -f "$INIT.00" ] && init_flag="--init $INIT"
-  rate=$($bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe1 --steps 30 --batch-size "$BATCH1" --max-context 8 | rate_of)
+  $bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe1 --steps 30 --batch-size "$BATCH1" \
+    --max-context 8 > /tmp/probe1.log
+  rate=$(rate_of < /tmp/probe1.log)
   # Episodes are augmented on the GPU since session 13 (--sample-on auto); session 12 sampled on
-  # the host and trained at 1.6 steps/s. One short host probe measures what the change buys.
+  # the host and trained at 1.6 steps/s. One host probe of the same 30 steps measures what the
+  # change buys, and checks it: same seed, same episodes, so the mean losses must agree closely.
   if [ "${COMPARE_SAMPLING:-1}" = 1 ]; then
-    host_rate=$($bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe-host --steps 20 \
-      --batch-size "$BATCH1" --max-context 8 --sample-on host | rate_of)
-    echo "sampling on the device: ${rate} steps/s, on the host: ${host_rate} steps/s (batch $BATCH1)" |
+    $bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe-host --steps 30 \
+      --batch-size "$BATCH1" --max-context 8 --sample-on host > /tmp/probe-host.log
+    echo "sampling on the device: $rate steps/s, loss $(loss_of < /tmp/probe1.log); on the host:" \
+      "$(rate_of < /tmp/probe-host.log) steps/s, loss $(loss_of < /tmp/probe-host.log) (30 steps of $BATCH1)" |
       tee "$OUT/sampling.txt"
   fi
   seconds=$(($(left) - 45))

@@ -241,6 +241,25 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& d
   return loaded;
 }
 
+void interpolate_weights(SegICLModelImpl& into, const SegICLModelImpl& other, double t,
+                         const std::string& into_name, const std::string& other_name) {
+  if (into.config().to_json() != other.config().to_json())
+    SEGICL_THROW(UsageError, "the two checkpoints have different architectures", other_name,
+                 "interpolate a model with a continuation of itself (same config as " + into_name + ")");
+  torch::NoGradGuard no_grad;
+  auto mix = [&](auto into_items, auto other_items) {
+    for (auto& item : into_items) {
+      const auto* source = other_items.find(item.key());
+      if (!source || !source->sizes().equals(item.value().sizes()))
+        SEGICL_THROW(UsageError, "tensor '" + item.key() + "' does not match", other_name,
+                     "interpolate a model with a continuation of itself");
+      if (item.value().is_floating_point()) item.value().lerp_(source->to(item.value().options()), t);
+    }
+  };
+  mix(into.named_parameters(), other.named_parameters());
+  mix(into.named_buffers(), other.named_buffers());
+}
+
 config::Json load_weights_into(const std::string& path, SegICLModelImpl& model) {
   auto archive = open_archive(path);
   auto meta = meta_of(archive, path);

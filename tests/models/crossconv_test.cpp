@@ -127,6 +127,38 @@ TEST(CrossConv, SaveLoadGivesIdenticalSegmentation) {
   std::filesystem::remove(file);
 }
 
+// `segicl model interpolate`: t = 0 is A, t = 1 is B, between them every weight is the exact
+// mix; a model of another architecture is refused, naming its file.
+TEST(Checkpoint, InterpolatedWeightsAreTheMixOfTheTwoModels) {
+  auto c = load_preset("crossconv-tiny");
+  torch::manual_seed(1);
+  SegICLModel a(c), mixed(c);
+  torch::manual_seed(2);
+  SegICLModel b(c);
+  auto copy_of = [](SegICLModel& from, SegICLModel& to) {
+    torch::NoGradGuard no_grad;
+    auto source = from->parameters(), target = to->parameters();
+    for (size_t i = 0; i < source.size(); ++i) target[i].copy_(source[i]);
+  };
+  for (double t : {0.0, 0.25, 1.0}) {
+    copy_of(a, mixed);
+    interpolate_weights(*mixed, *b, t, "a.pt", "b.pt");
+    auto pa = a->parameters(), pb = b->parameters(), pm = mixed->parameters();
+    for (size_t i = 0; i < pm.size(); ++i)
+      ASSERT_TRUE(torch::allclose(pm[i], (1 - t) * pa[i] + t * pb[i], 1e-6, 1e-7)) << "t " << t << " tensor " << i;
+  }
+  size_t differing = 0;  // some weights start equal (norm scales, zero-initialised heads)
+  for (size_t i = 0; i < a->parameters().size(); ++i) differing += !torch::equal(a->parameters()[i], b->parameters()[i]);
+  EXPECT_GT(differing, a->parameters().size() / 2) << "the two inits must differ";
+  SegICLModel other(load_preset("tiny"));
+  try {
+    interpolate_weights(*a, *other, 0.5, "a.pt", "other.pt");
+    FAIL() << "expected UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(e.file(), "other.pt");
+  }
+}
+
 // ---- Findings of fuzz/fuzz_checkpoint.cpp (inputs in fuzz/regressions/) ----
 
 // The inputs keep the CRC-32s that fuzz_checkpoint repairs before loading, so each reaches the

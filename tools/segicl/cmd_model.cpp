@@ -81,6 +81,36 @@ void register_model(CLI::App& app, GlobalOptions& global) {
     std::printf("%s -> %s (%.1f MiB)\n", in.c_str(), out.c_str(), std::filesystem::file_size(out) / 1048576.0);
   });
 
+  auto* mix = cmd->add_subcommand(
+      "interpolate",
+      "Write a checkpoint between a model and its continuation: (1 - t) * A + t * B, weight by weight\n"
+      "  e.g. segicl model interpolate models/segicl-crossconv.pt models/segicl-crossconv-gpu.pt -t 0.5 -o mix.pt");
+  static std::string mix_a, mix_b, mix_out;
+  static double mix_t = 0.5;
+  static bool mix_force = false;
+  mix->add_option("a", mix_a, "Checkpoint A (t = 0)")->required();
+  mix->add_option("b", mix_b, "Checkpoint B (t = 1), same architecture")->required();
+  mix->add_option("-t", mix_t, "Share of B")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  mix->add_option("-o,--out", mix_out, "Output checkpoint (fp16)")->required();
+  mix->add_flag("--force", mix_force, "Overwrite an existing output");
+  mix->callback([&global] {
+    start(global);
+    if (std::filesystem::exists(mix_out) && !mix_force)
+      SEGICL_THROW(UsageError, "output exists", mix_out, "pass --force to overwrite it");
+    auto a = models::load_checkpoint(mix_a);
+    auto b = models::load_checkpoint(mix_b);
+    models::interpolate_weights(*a.model, *b.model, mix_t, mix_a, mix_b);
+    auto meta = a.meta;
+    meta.erase("format");
+    meta.erase("created");
+    meta["interpolated"] = {{"a", mix_a}, {"b", mix_b}, {"t", mix_t}, {"b_step", b.meta.value("step", 0)}};
+    models::SaveOptions so;
+    so.half = true;
+    models::save_checkpoint(mix_out, *a.model, meta, so);
+    std::printf("(1 - %.2f) x %s + %.2f x %s -> %s (%.1f MiB)\n", mix_t, mix_a.c_str(), mix_t, mix_b.c_str(),
+                mix_out.c_str(), std::filesystem::file_size(mix_out) / 1048576.0);
+  });
+
   auto* mem = cmd->add_subcommand(
       "memory",
       "Build the exemplar memory a model recalls for text-only requests, from a train pack\n"

@@ -102,11 +102,6 @@ std::vector<std::pair<std::string, std::string>> pairs_from_dir(const fs::path& 
   return out;
 }
 
-std::string default_model() {
-  if (const char* env = std::getenv("SEGICL_MODEL"); env && *env) return env;
-  return std::string(SEGICL_SOURCE_DIR) + "/models/segicl-crossconv.pt";
-}
-
 bool is_png(const std::string& path) { return lower(split_name(path).second) == ".png"; }
 
 // Probability/uncertainty maps: float files keep values; PNG stores 0..255 (value x 255).
@@ -277,7 +272,7 @@ void register_segment(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--example", a.examples, "Example pair IMG LABEL (repeatable)");
   cmd->add_option("--examples-dir", a.examples_dir, "Folder with images/ + labels/ (or imagesTr/ + labelsTr/), paired by file name");
   cmd->add_option("--example-label", a.example_label, "Label value marking the structure in the examples (-1: any non-zero)")->capture_default_str();
-  cmd->add_option("--model", a.model, "Checkpoint (default: $SEGICL_MODEL, else the shipped models/segicl-crossconv.pt in the source tree)")->capture_default_str();
+  cmd->add_option("--model", a.model, std::string("Checkpoint (default: $SEGICL_MODEL, else the shipped ") + kShippedModel + " in the source tree)")->capture_default_str();
   cmd->add_option("--steps", a.options.ddim_steps, "DDIM steps per sample")->capture_default_str();
   cmd->add_option("--samples", a.options.num_samples, "Diffusion samples averaged per slice (variance -> --uncertainty)")->capture_default_str();
   cmd->add_option("--seed", a.options.seed, "Noise seed (same seed, same CPU result)")->capture_default_str();

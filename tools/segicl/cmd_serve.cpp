@@ -29,11 +29,6 @@ std::string executable_path() {
   return ec ? std::string() : path.string();
 }
 
-std::string default_model() {
-  if (const char* env = std::getenv("SEGICL_MODEL"); env && *env) return env;
-  return std::string(SEGICL_SOURCE_DIR) + "/models/segicl-crossconv.pt";
-}
-
 // SIGINT/SIGTERM write a byte to this pipe (write() is async-signal-safe); a waiting thread then
 // stops the server as ordinary code. A signal mask cannot do this: BLAS/OpenMP threads started
 // before main() would not inherit it, and the default action would kill the process.
@@ -103,7 +98,7 @@ void register_serve(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str();
   cmd->add_option(
          "--model", o.model,
-         "Checkpoint (default: $SEGICL_MODEL, else the shipped models/segicl-crossconv.pt in the source tree)")
+         std::string("Checkpoint (default: $SEGICL_MODEL, else the shipped ") + kShippedModel + " in the source tree)")
       ->capture_default_str();
   cmd->add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option(

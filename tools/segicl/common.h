@@ -45,6 +45,12 @@ inline std::vector<std::string> split_list(const std::string& text) {
 // that is not one, with `example` as the hint.
 std::vector<int> split_ints(const std::string& text, const std::string& option, const std::string& example);
 
+// The shipped default model, relative to the source tree (models/README.md says why this one).
+inline constexpr const char* kShippedModel = "models/segicl-crossconv.pt";
+
+// $SEGICL_MODEL, else the shipped model in the source tree: what segment and serve load by default.
+std::string default_model();
+
 // A batch job (every verb but serve) keeps large freed blocks for reuse (runtime::reuse_large_blocks);
 // the server keeps glibc's defaults and its own arena limit, for a low resident size.
 enum class Process { kBatchJob, kServer };

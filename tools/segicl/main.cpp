@@ -1,5 +1,6 @@
 // segicl: the command-line tool. Verbs by pipeline stage (data, pack, train, eval, segment,
 // serve, model); this file only wires them and is the one boundary that catches every error.
+#include <cstdlib>
 #include <iostream>
 
 #include "common.h"
@@ -14,6 +15,11 @@ void start(const GlobalOptions& global, Process process) {
   runtime::set_threads(global.threads);
   if (process == Process::kBatchJob) runtime::reuse_large_blocks();
   runtime::check_blas_speed();
+}
+
+std::string default_model() {
+  if (const char* env = std::getenv("SEGICL_MODEL"); env && *env) return env;
+  return std::string(SEGICL_SOURCE_DIR) + "/" + kShippedModel;
 }
 
 std::vector<int> split_ints(const std::string& text, const std::string& option, const std::string& example) {

@@ -49,4 +49,12 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& d
 // starting from stage 1). Returns the checkpoint's meta. Same errors as load_checkpoint.
 config::Json load_weights_into(const std::string& path, SegICLModelImpl& model);
 
+// Weight-space interpolation of two models of one architecture, for a checkpoint between a model
+// and its fine-tuned continuation (WiSE-FT, Wortsman et al., CVPR 2022: the interpolation keeps
+// much of the fine-tune's gain on its own distribution and of the start's robustness elsewhere).
+// Sets every floating parameter and buffer of `into` to (1 - t) * into + t * other; integer
+// buffers keep `into`'s. UsageError when the configs differ (`into_name` / `other_name` name them).
+void interpolate_weights(SegICLModelImpl& into, const SegICLModelImpl& other, double t,
+                         const std::string& into_name, const std::string& other_name);
+
 }  // namespace segicl::models
