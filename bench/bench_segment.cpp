@@ -2,7 +2,7 @@
 // slice at k = 0, 1, 3, 8 and a 100-slice volume at k = 3, through infer::Segmenter (preprocess,
 // model, map back to the grid). Inputs are the bundled CHAOS samples: the query is patient p02
 // (one axial plane of it, or its volume resampled to 100 slices by repeating planes), the examples
-// come from p01's liver. Model: $SEGICL_MODEL or models/segicl-crossconv.pt. Peak RSS is printed
+// come from p01's liver. Model: $SEGICL_MODEL or models/segicl-crossconv-wise.pt. Peak RSS is printed
 // by /usr/bin/time around the binary (see reports/bench/README.md).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
@@ -28,7 +28,7 @@ const std::string kSamples = std::string(SEGICL_SOURCE_DIR) + "/data/samples/cha
 const Segmenter& segmenter() {
   static std::unique_ptr<Segmenter> cached = [] {
     const char* path = std::getenv("SEGICL_MODEL");
-    return std::make_unique<Segmenter>(path ? path : std::string(SEGICL_SOURCE_DIR) + "/models/segicl-crossconv.pt");
+    return std::make_unique<Segmenter>(path ? path : std::string(SEGICL_SOURCE_DIR) + "/models/segicl-crossconv-wise.pt");
   }();
   return *cached;
 }

@@ -5,7 +5,7 @@
 set -euo pipefail
 build=${1:-build}
 bin="$build/bin/segicl --threads 0"
-model=${SEGICL_MODEL:-models/segicl-crossconv.pt}
+model=${SEGICL_MODEL:-models/segicl-crossconv-wise.pt}
 out=out/demo
 mkdir -p "$out"
 chaos=data/samples/chaos_mr_t2

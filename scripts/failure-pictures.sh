@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-build}/bin/segicl
-model=${SEGICL_MODEL:-models/segicl-crossconv.pt}
+model=${SEGICL_MODEL:-models/segicl-crossconv-wise.pt}
 samples=data/samples/chaos_mr_t2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

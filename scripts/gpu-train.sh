@@ -3,7 +3,7 @@
 # (or reuse a carried build), train stage 1 then stage 2 from carried packs within a wall-clock
 # budget, and write fp16 checkpoints (split into <= 15 MiB parts), logs and the CUDA binary to $OUT.
 # Carry: runs/train128.pack runs/val128.pack .gpu-deps [build-gpu] [an INIT checkpoint].
-# Env: ARCH (crossconv: one stage from the shipped models/segicl-crossconv.pt, the default; segicl:
+# Env: ARCH (crossconv: one stage continuing models/segicl-crossconv-gpu.pt, the default; segicl:
 #      the paper architecture's two stages), BUDGET (s, default 540), PRESET (crossconv-cpu / cpu), S1_SHARE (0.4), BATCH1 (64), BATCH2 (48),
 #      INIT (a stage-2 checkpoint to continue from: skips stage 1, continues stage 2 from its weights),
 #      NPROC (GPUs to train on with c10d/NCCL, default: all visible; batches are per GPU),
@@ -44,7 +44,10 @@ common="--pack $PACK --device cuda --log-every 100 --nproc $NPROC"
 if [ "$ARCH" = crossconv ]; then
   # One stage: continue the shipped crossconv model's weights (fresh optimizer and schedule) with
   # GPU-sized batches; the whole budget goes to it.
-  INIT=${INIT:-models/segicl-crossconv.pt}
+  # Continue the GPU trajectory (session 12's run), not the shipped mix: training accumulates
+  # there, and the shipped model is remade from the result afterwards (`segicl model interpolate
+  # models/segicl-crossconv.pt NEW.pt -t 0.5`, measured against the result alone; RESULTS.md).
+  INIT=${INIT:-models/segicl-crossconv-gpu.pt}
   init_flag=""
   [ -f "$INIT" ] || [ -f "$INIT.00" ] && init_flag="--init $INIT"
   $bin train --stage 1 --preset "$PRESET" $init_flag $common --out /tmp/probe1 --steps 30 --batch-size "$BATCH1" \

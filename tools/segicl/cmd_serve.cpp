@@ -88,7 +88,7 @@ void register_serve(CLI::App& app, GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "serve",
       "Serve the model over HTTP (API under /v1, NiiVue web page at /); see docs/serve.md\n"
-      "  e.g. segicl serve --port 8080 --model models/segicl-crossconv.pt\n"
+      "  e.g. segicl serve --port 8080 --model models/segicl-crossconv-gpu.pt\n"
       "       curl -F image=@ct.nii.gz -F text='segment the liver' localhost:8080/v1/segment");
   cmd->add_option("--host", o.host,
                   "Address to bind (a non-loopback address without --token logs a warning)")

@@ -46,7 +46,7 @@ inline std::vector<std::string> split_list(const std::string& text) {
 std::vector<int> split_ints(const std::string& text, const std::string& option, const std::string& example);
 
 // The shipped default model, relative to the source tree (models/README.md says why this one).
-inline constexpr const char* kShippedModel = "models/segicl-crossconv.pt";
+inline constexpr const char* kShippedModel = "models/segicl-crossconv-wise.pt";
 
 // $SEGICL_MODEL, else the shipped model in the source tree: what segment and serve load by default.
 std::string default_model();
