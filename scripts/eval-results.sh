@@ -55,18 +55,21 @@ fi
 if [[ $what == wise || $what == all ]]; then
   # Session 13: the weight-space mix of the shipped model and its GPU continuation (WiSE-FT),
   # models/segicl-crossconv-wise.pt = `segicl model interpolate models/segicl-crossconv.pt
-  # models/segicl-crossconv-gpu.pt -t 0.5` (fp16; sha256 beside it). The wise_* runs were made with
-  # a byte-identical copy at /tmp/mix/wise0.5.pt (their metrics.json names that path); 1 thread,
-  # ~9 min in all. The CHAOS run is the command with this model (2 threads, ~40 min).
+  # models/segicl-crossconv-gpu.pt -t 0.5` (fp16; sha256 beside it). The MSCMR, MedScribble, DRIVE,
+  # DRIONS and CHASE runs were made with a byte-identical copy at /tmp/mix/wise0.5.pt (their
+  # metrics.json names that path); 1 thread, ~9 min in all, Drishti + BTCV ~25 min. The CHAOS run is the command with this model (2 threads, ~40 min).
   wise=models/segicl-crossconv-wise.pt
   $bin eval --model $wise --label wise0.5 --dataset mscmr_bssfp --query-split val --examples 1,3 --draws 2 \
     --methods segicl -o reports/wise_mscmr > /dev/null
   $bin eval --model $wise --label wise0.5 --dataset medscribble --examples 1,2,3 --draws 5 --memory none \
     --methods segicl -o reports/wise_medscribble > /dev/null
-  for d in drive_fundus drions_fundus chase_fundus; do
+  for d in drive_fundus drions_fundus chase_fundus drishti_fundus; do
     $bin eval --model $wise --label wise0.5 --dataset $d --examples 1,3,8 --draws 5 --memory none --methods segicl \
       -o reports/wise_${d%_fundus} > /dev/null
   done
+  $bin eval --model $wise --label segicl-crossconv-wise --dataset btcv_ct \
+    --tasks liver,spleen,"left kidney","right kidney",pancreas --examples 1,3 --draws 2 --cases 3 \
+    --memory none --methods segicl -o reports/wise_btcv > /dev/null
   $build/bin/segicl --threads 2 eval --model $wise --label segicl-crossconv-wise --dataset chaos_mr_t2 \
     --examples 0,1,3 --draws 5 -o reports/chaos_table1_wise > /dev/null
 fi
