@@ -118,13 +118,23 @@ TEST(EpisodeSampler, SameSeedSameEpisodesAndStateResumesExactly) {
   EXPECT_TRUE(torch::equal(c.sample(3).context_images, next.context_images));
 }
 
-// compute_on() moves where the arithmetic runs, never what is drawn: it takes nothing from the
-// sampler's stream, and on the host it leaves every episode as the default sampler draws it.
-TEST(EpisodeSampler, ComputeOnTheHostDrawsTheDefaultEpisodes) {
+namespace {
+
+// Episodes of both kinds (real with empty queries, synthetic) for the compute_on() tests.
+EpisodeOptions placement_options() {
   EpisodeOptions options;
   options.resolution = 32;
   options.max_context = 3;
   options.empty_query_fraction = 0.3;
+  return options;
+}
+
+}  // namespace
+
+// compute_on() moves where the arithmetic runs, never what is drawn: it takes nothing from the
+// sampler's stream, and on the host it leaves every episode as the default sampler draws it.
+TEST(EpisodeSampler, ComputeOnTheHostDrawsTheDefaultEpisodes) {
+  const auto options = placement_options();
   auto pack = toy_pack(PackPurpose::kTrain, true);
   EpisodeSampler plain(pack, options, 4), placed(pack, options, 4);
   placed.compute_on(torch::kCPU);
@@ -141,10 +151,7 @@ TEST(EpisodeSampler, ComputeOnTheHostDrawsTheDefaultEpisodes) {
 // Runs where a CUDA device is present (the GPU machine); skipped elsewhere.
 TEST(EpisodeSampler, DeviceSamplingDrawsTheHostsEpisodes) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  EpisodeOptions options;
-  options.resolution = 32;
-  options.max_context = 3;
-  options.empty_query_fraction = 0.3;
+  const auto options = placement_options();
   auto pack = toy_pack(PackPurpose::kTrain, true);
   EpisodeSampler host(pack, options, 6), device(pack, options, 6);
   device.compute_on(torch::kCUDA);
