@@ -57,7 +57,8 @@ if [[ $what == wise || $what == all ]]; then
   # models/segicl-crossconv-wise.pt = `segicl model interpolate models/segicl-crossconv.pt
   # models/segicl-crossconv-gpu.pt -t 0.5` (fp16; sha256 beside it). The MSCMR, MedScribble, DRIVE,
   # DRIONS and CHASE runs were made with a byte-identical copy at /tmp/mix/wise0.5.pt (their
-  # metrics.json names that path); 1 thread, ~9 min in all, Drishti + BTCV ~25 min. The CHAOS run is the command with this model (2 threads, ~40 min).
+  # metrics.json names that path); 1 thread, ~9 min in all, Drishti + BTCV ~25 min. The CHAOS
+  # run is the command with this model (2 threads, ~23 min).
   wise=models/segicl-crossconv-wise.pt
   $bin eval --model $wise --label wise0.5 --dataset mscmr_bssfp --query-split val --examples 1,3 --draws 2 \
     --methods segicl -o reports/wise_mscmr > /dev/null

@@ -25,7 +25,8 @@ void set_threads(int threads) {
 void reuse_large_blocks() {
 #if defined(__GLIBC__)
   const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (std::getenv("SEGICL_MALLOC_DEFAULTS") || std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") ||
+  if (std::getenv("SEGICL_MALLOC_DEFAULTS") || std::getenv("MALLOC_MMAP_THRESHOLD_") ||
+      std::getenv("MALLOC_TRIM_THRESHOLD_") ||
       (tunables && (std::strstr(tunables, "mmap_threshold") || std::strstr(tunables, "trim_threshold"))))
     return;
   constexpr int kOneGiB = 1 << 30;

@@ -65,7 +65,6 @@ class EpisodeSampler {
   // Random numbers are always drawn on the host from this sampler's stream, so state() / restore()
   // and the episodes a seed gives do not depend on the device (values agree up to float kernels).
   void compute_on(const torch::Device& device);
-  const torch::Device& device() const { return device_; }
 
   // Exact-resume support: the sampler's RNG state as text, and its restore.
   std::string state() const;
